@@ -1,0 +1,123 @@
+-- dg's SQL objects. CREATE EXTENSION creates the schema dg (dg.control).
+-- Every object carries a COMMENT: \dt+, \df+ and \dv+ document dg.
+
+GRANT USAGE ON SCHEMA dg TO PUBLIC;
+
+-- Tables -------------------------------------------------------------------
+
+CREATE TABLE dg.coordinator (
+    id uuid NOT NULL DEFAULT gen_random_uuid(),
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton)
+);
+INSERT INTO dg.coordinator DEFAULT VALUES;
+COMMENT ON TABLE dg.coordinator IS
+    'This installation''s identity: the UUID that starts every GID it prepares.';
+COMMENT ON COLUMN dg.coordinator.id IS 'Coordinator UUID, made at CREATE EXTENSION.';
+COMMENT ON COLUMN dg.coordinator.singleton IS 'Keeps the table to one row.';
+
+CREATE TABLE dg.decisions (
+    xid bigint PRIMARY KEY,
+    dt_id text NOT NULL,
+    decided_at timestamptz NOT NULL DEFAULT now()
+);
+REVOKE ALL ON dg.coordinator, dg.decisions FROM PUBLIC;
+COMMENT ON TABLE dg.decisions IS
+    'Commit decisions of two-phase distributed transactions: a row means commit, no row means abort.';
+COMMENT ON COLUMN dg.decisions.xid IS
+    'Full transaction id of the local transaction that decided; it also appears in the GIDs.';
+COMMENT ON COLUMN dg.decisions.dt_id IS 'The distributed transaction id dist_begin() returned.';
+COMMENT ON COLUMN dg.decisions.decided_at IS 'When the decision was written.';
+
+-- Nodes --------------------------------------------------------------------
+
+CREATE FUNCTION dg.dg_fdw_validator(options text[], catalog oid) RETURNS void
+    LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'dg_fdw_validator_wrapper';
+COMMENT ON FUNCTION dg.dg_fdw_validator(text[], oid) IS
+    'Accepts libpq connection keywords: server-side ones on servers, user, password and ssl credentials on user mappings.';
+
+CREATE FOREIGN DATA WRAPPER dg VALIDATOR dg.dg_fdw_validator;
+COMMENT ON FOREIGN DATA WRAPPER dg IS 'Peers of dg: one foreign server per node, credentials in user mappings.';
+
+CREATE VIEW dg.nodes AS
+SELECT s.srvname AS node,
+       w.fdwname AS wrapper,
+       ARRAY(SELECT o FROM unnest(s.srvoptions) AS o
+             WHERE split_part(o, '=', 1) NOT IN ('password', 'sslpassword')) AS options,
+       um.remote_user,
+       has_server_privilege(s.oid, 'USAGE') AS usable
+FROM pg_foreign_server s
+JOIN pg_foreign_data_wrapper w ON w.oid = s.srvfdw
+LEFT JOIN LATERAL (
+    SELECT (SELECT substr(o, 6) FROM unnest(m.umoptions) AS o WHERE o LIKE 'user=%') AS remote_user
+    FROM pg_user_mappings m
+    WHERE m.srvid = s.oid
+      AND m.umuser IN (0, (SELECT oid FROM pg_roles WHERE rolname = current_user))
+    ORDER BY m.umuser DESC
+    LIMIT 1
+) um ON true
+WHERE w.fdwname IN ('dg', 'postgres_fdw');
+GRANT SELECT ON dg.nodes TO PUBLIC;
+COMMENT ON VIEW dg.nodes IS
+    'Servers usable as dg nodes (of wrapper dg or postgres_fdw). Passwords are never shown.';
+COMMENT ON COLUMN dg.nodes.node IS 'Server name, as passed to dist_exec and dist_query.';
+COMMENT ON COLUMN dg.nodes.wrapper IS 'dg or postgres_fdw.';
+COMMENT ON COLUMN dg.nodes.options IS 'Server options (host, port, dbname, ...).';
+COMMENT ON COLUMN dg.nodes.remote_user IS
+    'Remote user of the mapping the current role would use (its own, else PUBLIC); null when none is visible.';
+COMMENT ON COLUMN dg.nodes.usable IS 'Whether the current role has USAGE on the server.';
+
+-- Distributed transactions -------------------------------------------------
+
+CREATE FUNCTION dg.dist_begin() RETURNS text
+    LANGUAGE c AS 'MODULE_PATHNAME', 'dist_begin_wrapper';
+COMMENT ON FUNCTION dg.dist_begin() IS
+    'Starts a distributed transaction and returns its id: bound to the transaction block inside one, spanning statements outside.';
+
+CREATE FUNCTION dg.dist_exec(node name, sql text, VARIADIC params text[] DEFAULT '{}') RETURNS bigint
+    LANGUAGE c AS 'MODULE_PATHNAME', 'dist_exec_wrapper';
+COMMENT ON FUNCTION dg.dist_exec(name, text, text[]) IS
+    'Runs one statement on a node inside the distributed transaction, with $1, $2, ... bound to params; returns rows affected.';
+
+CREATE FUNCTION dg.dist_query(node name, sql text, VARIADIC params text[] DEFAULT '{}') RETURNS SETOF record
+    LANGUAGE c AS 'MODULE_PATHNAME', 'dist_query';
+COMMENT ON FUNCTION dg.dist_query(name, text, text[]) IS
+    'Runs a query on a node inside the distributed transaction; call as SELECT * FROM dg.dist_query(...) AS t(col type, ...).';
+
+CREATE FUNCTION dg.dist_commit() RETURNS void
+    LANGUAGE c AS 'MODULE_PATHNAME', 'dist_commit_wrapper';
+COMMENT ON FUNCTION dg.dist_commit() IS
+    'Commits the distributed transaction on every participant or on none. In a block it prepares now and the block''s COMMIT seals it.';
+
+CREATE FUNCTION dg.dist_rollback() RETURNS void
+    LANGUAGE c AS 'MODULE_PATHNAME', 'dist_rollback_wrapper';
+COMMENT ON FUNCTION dg.dist_rollback() IS 'Rolls the distributed transaction back on every participant.';
+
+CREATE FUNCTION dg.dist_status(OUT id text, OUT state text, OUT scope text, OUT participants text[])
+    RETURNS SETOF record ROWS 1
+    LANGUAGE c AS 'MODULE_PATHNAME', 'dist_status_wrapper';
+COMMENT ON FUNCTION dg.dist_status() IS
+    'This session''s distributed transaction: id, state (none, active, aborted, committing), scope (transaction, session) and participant nodes.';
+
+-- Connections --------------------------------------------------------------
+
+CREATE FUNCTION dg.connections(OUT node text, OUT remote_user text, OUT state text,
+                               OUT backend_pid integer, OUT valid boolean)
+    RETURNS SETOF record
+    LANGUAGE c AS 'MODULE_PATHNAME', 'connections_wrapper';
+COMMENT ON FUNCTION dg.connections() IS
+    'This session''s connections to nodes, cached or in use, with the remote backend''s pid.';
+
+CREATE FUNCTION dg.disconnect(node name) RETURNS boolean
+    LANGUAGE c AS 'MODULE_PATHNAME', 'disconnect_wrapper';
+COMMENT ON FUNCTION dg.disconnect(name) IS
+    'Closes this session''s cached connections to a node; false if there were none.';
+
+CREATE FUNCTION dg.disconnect_all() RETURNS integer
+    LANGUAGE c AS 'MODULE_PATHNAME', 'disconnect_all_wrapper';
+COMMENT ON FUNCTION dg.disconnect_all() IS 'Closes all of this session''s cached connections; returns how many.';
+
+CREATE FUNCTION dg.gid_info(gid text, OUT coordinator text, OUT database oid, OUT xid bigint, OUT user_mapping oid)
+    RETURNS SETOF record ROWS 1
+    LANGUAGE c STRICT IMMUTABLE AS 'MODULE_PATHNAME', 'gid_info_wrapper';
+COMMENT ON FUNCTION dg.gid_info(text) IS
+    'Splits a dg GID (as in pg_prepared_xacts on a peer) into coordinator, database, local xid and user mapping; no row for other GIDs.';

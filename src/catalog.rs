@@ -1,0 +1,66 @@
+//! The only module that runs SQL against dg's own tables.
+
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use std::cell::RefCell;
+
+thread_local! {
+    /// (extension oid, coordinator id): re-read if the extension is re-created.
+    static COORDINATOR: RefCell<Option<(pg_sys::Oid, String)>> = const { RefCell::new(None) };
+}
+
+/// This installation's coordinator UUID, made at CREATE EXTENSION.
+pub fn coordinator_id() -> String {
+    // SAFETY: catalog lookup by name; missing_ok.
+    let ext = unsafe { pg_sys::get_extension_oid(c"dg".as_ptr(), true) };
+    if let Some(id) = COORDINATOR.with(|c| {
+        c.borrow()
+            .as_ref()
+            .filter(|(o, _)| *o == ext)
+            .map(|(_, id)| id.clone())
+    }) {
+        return id;
+    }
+    let id: String = as_owner(|| Spi::get_one("SELECT id::text FROM dg.coordinator"))
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| pgrx::error!("dg.coordinator is empty; re-create the extension"));
+    COORDINATOR.with(|c| *c.borrow_mut() = Some((ext, id.clone())));
+    id
+}
+
+/// Records the commit decision of local transaction `xid` in the current
+/// transaction, and forces that commit to be flushed: the decision must be
+/// durable even under `synchronous_commit = off`.
+pub fn record_decision(xid: u64, dt_id: &str) {
+    as_owner(|| {
+        Spi::run_with_args(
+            "INSERT INTO dg.decisions (xid, dt_id) VALUES ($1, $2)",
+            &[(xid as i64).into(), dt_id.into()],
+        )
+    })
+    .unwrap_or_else(|e| pgrx::error!("could not record the commit decision: {e}"));
+    // SAFETY: marks the current transaction's commit as synchronous.
+    unsafe { pg_sys::ForceSyncCommit() };
+}
+
+/// Runs `f` as the bootstrap superuser, which owns dg's tables: users of
+/// dg need no privileges on them, and cannot write them directly. An error
+/// inside restores the user at transaction abort, as PostgreSQL does for
+/// every security-restricted operation.
+fn as_owner<T>(f: impl FnOnce() -> T) -> T {
+    let mut user = pg_sys::InvalidOid;
+    let mut context = 0;
+    // SAFETY: save, switch and restore the backend's user id.
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
+        pg_sys::SetUserIdAndSecContext(
+            pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID),
+            context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
+        );
+    }
+    let out = f();
+    // SAFETY: as above.
+    unsafe { pg_sys::SetUserIdAndSecContext(user, context) };
+    out
+}

@@ -1,0 +1,350 @@
+//! dg's errors and how they reach the client.
+//!
+//! Every error that concerns a peer names it in a context line
+//! (`on node "bank_b"`), and remote errors keep the remote SQLSTATE,
+//! message, detail and hint. No variant carries connection options, so no
+//! password can leak through an error.
+
+use pgrx::pg_sys;
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::{PgLogLevel, PgSqlErrorCode};
+use std::cell::RefCell;
+use std::ffi::{c_char, c_int, c_void, CString};
+
+use PgSqlErrorCode::*;
+
+#[derive(Debug, Clone)]
+pub enum DgError {
+    NullArgument(&'static str),
+    UnknownNode(String),
+    NotANode {
+        node: String,
+        wrapper: String,
+    },
+    NoUsage(String),
+    PasswordRequired(String),
+    PasswordNotUsed(String),
+    Connect {
+        node: String,
+        message: String,
+    },
+    ConnectionLost {
+        node: String,
+        message: String,
+    },
+    Timeout {
+        node: String,
+        what: &'static str,
+    },
+    Remote(RemoteError),
+    AlreadyInProgress,
+    NoneInProgress,
+    Aborted,
+    AlreadyCommitting,
+    RolledBack,
+    PrepareRefused,
+    NodeInUse(String),
+    RowtypeMismatch {
+        node: String,
+        remote: usize,
+        local: usize,
+    },
+    Unsupported(String),
+    /// A finish or rollback that failed after the decision; a WARNING.
+    Unfinished {
+        node: String,
+        action: &'static str,
+        cause: String,
+    },
+}
+
+/// An error reported by a peer, as its server sent it.
+#[derive(Debug, Clone)]
+pub struct RemoteError {
+    pub node: String,
+    pub sqlstate: String,
+    pub message: String,
+    pub detail: Option<String>,
+    pub hint: Option<String>,
+}
+
+pub type DgResult<T> = Result<T, DgError>;
+
+impl RemoteError {
+    /// PostgreSQL's "prepared transaction with identifier ... does not
+    /// exist": on COMMIT/ROLLBACK PREPARED it means another finisher won.
+    pub fn is_undefined_object(&self) -> bool {
+        self.sqlstate == "42704"
+    }
+}
+
+impl DgError {
+    pub fn node(&self) -> Option<&str> {
+        use DgError::*;
+        match self {
+            UnknownNode(n) | NoUsage(n) | PasswordRequired(n) | PasswordNotUsed(n)
+            | NodeInUse(n) => Some(n),
+            NotANode { node, .. }
+            | Connect { node, .. }
+            | ConnectionLost { node, .. }
+            | Timeout { node, .. }
+            | RowtypeMismatch { node, .. }
+            | Unfinished { node, .. } => Some(node),
+            Remote(r) => Some(&r.node),
+            _ => None,
+        }
+    }
+
+    fn sqlstate(&self) -> PgSqlErrorCode {
+        use DgError::*;
+        match self {
+            NullArgument(_) => ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            UnknownNode(_) => ERRCODE_UNDEFINED_OBJECT,
+            NotANode { .. } => ERRCODE_WRONG_OBJECT_TYPE,
+            NoUsage(_) => ERRCODE_INSUFFICIENT_PRIVILEGE,
+            PasswordRequired(_) | PasswordNotUsed(_) => {
+                ERRCODE_S_R_E_PROHIBITED_SQL_STATEMENT_ATTEMPTED
+            }
+            Connect { .. } => ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
+            ConnectionLost { .. } => ERRCODE_CONNECTION_FAILURE,
+            Timeout { .. } => ERRCODE_QUERY_CANCELED,
+            Remote(r) => sqlstate_from_text(&r.sqlstate),
+            AlreadyInProgress => ERRCODE_ACTIVE_SQL_TRANSACTION,
+            NoneInProgress => ERRCODE_NO_ACTIVE_SQL_TRANSACTION,
+            Aborted => ERRCODE_IN_FAILED_SQL_TRANSACTION,
+            AlreadyCommitting => ERRCODE_INVALID_TRANSACTION_STATE,
+            RolledBack => ERRCODE_TRANSACTION_ROLLBACK,
+            PrepareRefused | Unsupported(_) => ERRCODE_FEATURE_NOT_SUPPORTED,
+            NodeInUse(_) => ERRCODE_OBJECT_IN_USE,
+            RowtypeMismatch { .. } => ERRCODE_DATATYPE_MISMATCH,
+            Unfinished { .. } => ERRCODE_WARNING,
+        }
+    }
+
+    pub fn message(&self) -> String {
+        use DgError::*;
+        match self {
+            NullArgument(arg) => format!("argument \"{arg}\" of a dg function must not be null"),
+            UnknownNode(n) => format!("node \"{n}\" does not exist"),
+            NotANode { node, wrapper } => format!(
+                "server \"{node}\" is not a dg node: it uses foreign-data wrapper \"{wrapper}\""
+            ),
+            NoUsage(n) => format!("permission denied for foreign server {n}"),
+            PasswordRequired(n) => {
+                format!("a password is required to use node \"{n}\" as a non-superuser")
+            }
+            PasswordNotUsed(n) => {
+                format!("node \"{n}\" accepted the connection without asking for the password")
+            }
+            Connect { node, message } => {
+                format!("could not connect to node \"{node}\": {message}")
+            }
+            ConnectionLost { node, message } => {
+                format!("lost the connection to node \"{node}\": {message}")
+            }
+            Timeout { node, what } => format!("timed out waiting for node \"{node}\" to {what}"),
+            Remote(r) => r.message.clone(),
+            AlreadyInProgress => "a distributed transaction is already in progress".into(),
+            NoneInProgress => "there is no distributed transaction in progress".into(),
+            Aborted => "current distributed transaction is aborted, commands ignored until \
+                        dg.dist_rollback() or the end of the transaction block"
+                .into(),
+            AlreadyCommitting => {
+                "the distributed transaction is already prepared and waits for COMMIT".into()
+            }
+            RolledBack => "the distributed transaction was rolled back".into(),
+            PrepareRefused => {
+                "cannot PREPARE a transaction that has run a distributed transaction".into()
+            }
+            NodeInUse(n) => {
+                format!("cannot disconnect node \"{n}\" while the distributed transaction uses it")
+            }
+            RowtypeMismatch { remote, local, .. } => format!(
+                "remote query returned {remote} columns but the column definition list has {local}"
+            ),
+            Unsupported(what) => what.clone(),
+            Unfinished {
+                node,
+                action,
+                cause,
+            } => format!("could not {action} the prepared transaction on node \"{node}\": {cause}"),
+        }
+    }
+
+    fn detail(&self) -> Option<String> {
+        match self {
+            DgError::Remote(r) => r.detail.clone(),
+            DgError::PasswordNotUsed(_) => Some(
+                "A non-superuser may only use a node whose server authenticates with the \
+                 password from the user mapping."
+                    .into(),
+            ),
+            _ => None,
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        use DgError::*;
+        match self {
+            Remote(r) => r.hint.clone(),
+            UnknownNode(n) => Some(format!(
+                "Create it with CREATE SERVER {n} FOREIGN DATA WRAPPER dg OPTIONS (host '...', dbname '...')."
+            )),
+            PasswordRequired(_) => Some(
+                "Add a password option to the user mapping, or have a superuser set \
+                 password_required 'false' on it."
+                    .into(),
+            ),
+            Aborted => Some("Call dg.dist_rollback(), or ROLLBACK the transaction block.".into()),
+            NoneInProgress => Some("Start one with dg.dist_begin().".into()),
+            AlreadyInProgress => Some(
+                "Finish it with dg.dist_commit() or dg.dist_rollback() first.".into(),
+            ),
+            AlreadyCommitting => {
+                Some("COMMIT or ROLLBACK the transaction block to finish it.".into())
+            }
+            Unfinished { .. } => {
+                Some("The dg resolver finishes it once the node can be reached.".into())
+            }
+            _ => None,
+        }
+    }
+
+    /// Raise at ERROR level; never returns.
+    pub fn raise(self) -> ! {
+        if let Some(node) = self.node() {
+            push_node_context(node);
+        }
+        self.into_report().report(PgLogLevel::ERROR);
+        unreachable!("ERROR does not return")
+    }
+
+    /// Report at WARNING level, with the node context line.
+    pub fn warn(self) {
+        let node = self.node().map(str::to_owned);
+        let report = self.into_report();
+        match node {
+            Some(node) => with_node_context(&node, || report.report(PgLogLevel::WARNING)),
+            None => report.report(PgLogLevel::WARNING),
+        }
+    }
+
+    fn into_report(self) -> ErrorReport {
+        let mut report = ErrorReport::new(self.sqlstate(), self.message(), "dg");
+        if let Some(d) = self.detail() {
+            report = report.set_detail(d);
+        }
+        if let Some(h) = self.hint() {
+            report = report.set_hint(h);
+        }
+        report
+    }
+}
+
+impl From<DgError> for ErrorReport {
+    fn from(e: DgError) -> ErrorReport {
+        e.into_report()
+    }
+}
+
+/// SQLSTATEs arrive as five characters; PostgreSQL packs them six bits each.
+fn sqlstate_from_text(s: &str) -> PgSqlErrorCode {
+    let b = s.as_bytes();
+    if b.len() != 5 {
+        return ERRCODE_INTERNAL_ERROR;
+    }
+    let code = b.iter().enumerate().fold(0i32, |acc, (i, c)| {
+        acc | ((((*c as i32) - '0' as i32) & 0x3F) << (6 * i))
+    });
+    PgSqlErrorCode::from(code)
+}
+
+// The context line is added by an error-context callback, the way PostgreSQL
+// itself adds context: pgrx's ErrorReport has no field for it. The callback
+// record is static because the Rust frames that raised the error are unwound
+// before PostgreSQL calls it; PG_CATCH and the top-level error handler
+// restore error_context_stack afterwards, which unlinks it again.
+thread_local! {
+    static CONTEXT_NODE: RefCell<CString> = RefCell::new(CString::default());
+}
+static mut CONTEXT_CALLBACK: pg_sys::ErrorContextCallback = pg_sys::ErrorContextCallback {
+    previous: std::ptr::null_mut(),
+    callback: Some(node_context_callback),
+    arg: std::ptr::null_mut(),
+};
+
+unsafe extern "C-unwind" {
+    // Excluded from pgrx's bindings; it is PostgreSQL's errcontext().
+    fn errcontext_msg(fmt: *const c_char, ...) -> c_int;
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn node_context_callback(_arg: *mut c_void) {
+    CONTEXT_NODE.with(|n| {
+        // SAFETY: format and argument are NUL-terminated and live for the call.
+        unsafe { errcontext_msg(c"on node \"%s\"".as_ptr(), n.borrow().as_ptr()) };
+    });
+}
+
+fn set_context_node(node: &str) {
+    let name = CString::new(node.replace('\0', "")).unwrap_or_default();
+    CONTEXT_NODE.with(|n| *n.borrow_mut() = name);
+}
+
+/// Link the static callback for an ERROR about to be raised. Linking it
+/// twice would make the list a cycle, so an already linked record stays.
+fn push_node_context(node: &str) {
+    set_context_node(node);
+    // SAFETY: backend-local globals touched only from the backend's thread.
+    unsafe {
+        let cb = &raw mut CONTEXT_CALLBACK;
+        if !is_linked(cb) {
+            (*cb).previous = pg_sys::error_context_stack;
+            pg_sys::error_context_stack = cb;
+        }
+    }
+}
+
+/// For messages below ERROR, which return: link the callback just for the call.
+fn with_node_context(node: &str, f: impl FnOnce()) {
+    set_context_node(node);
+    // SAFETY: as above; the previous stack is restored before returning.
+    unsafe {
+        let cb = &raw mut CONTEXT_CALLBACK;
+        if is_linked(cb) {
+            return f();
+        }
+        let saved = pg_sys::error_context_stack;
+        (*cb).previous = saved;
+        pg_sys::error_context_stack = cb;
+        f();
+        pg_sys::error_context_stack = saved;
+    }
+}
+
+unsafe fn is_linked(cb: *mut pg_sys::ErrorContextCallback) -> bool {
+    let mut p = unsafe { pg_sys::error_context_stack };
+    while !p.is_null() {
+        if p == cb {
+            return true;
+        }
+        p = unsafe { (*p).previous };
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstate_packing_matches_postgres() {
+        assert_eq!(sqlstate_from_text("23505"), ERRCODE_UNIQUE_VIOLATION);
+        assert_eq!(sqlstate_from_text("42601"), ERRCODE_SYNTAX_ERROR);
+        assert_eq!(
+            sqlstate_from_text("55000"),
+            ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
+        );
+        assert_eq!(sqlstate_from_text("bad"), ERRCODE_INTERNAL_ERROR);
+    }
+}

@@ -1,0 +1,270 @@
+//! Nodes are foreign servers: of dg's own wrapper, or of postgres_fdw so
+//! existing setups work unchanged. This module validates their options and
+//! turns a node name into a `Target`: the connection options, the user
+//! mapping that supplies credentials, and the password rule to enforce.
+
+use crate::error::{DgError, DgResult};
+use crate::remote::libpq;
+use pgrx::pg_sys::{self, Oid};
+use pgrx::prelude::*;
+use pgrx::PgList;
+use std::ffi::{CStr, CString};
+
+/// Options that are libpq keywords but that dg sets itself or that would
+/// change what a connection is (a replication connection runs no SQL).
+const RESERVED: &[&str] = &[
+    "client_encoding",
+    "fallback_application_name",
+    "replication",
+];
+
+/// libpq keywords that belong to the user mapping: who connects, and the
+/// secrets that prove it.
+const MAPPING_KEYWORDS: &[&str] = &["user", "password", "sslpassword", "sslcert", "sslkey"];
+
+/// dg's own user-mapping option: a superuser may let a non-superuser
+/// connect without a password (postgres_fdw's rule and name).
+const PASSWORD_REQUIRED: &str = "password_required";
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Place {
+    Server,
+    Mapping,
+}
+
+fn place_of(keyword: &str) -> Place {
+    if MAPPING_KEYWORDS.contains(&keyword) {
+        Place::Mapping
+    } else {
+        Place::Server
+    }
+}
+
+/// The keywords valid in `place`, from the libpq dg is linked with.
+fn valid_keywords(place: Place) -> Vec<String> {
+    let mut words: Vec<String> = libpq::conn_options()
+        .into_iter()
+        .filter(|o| !o.debug && !RESERVED.contains(&o.keyword.as_str()))
+        .filter(|o| match place {
+            Place::Server => !o.secret && place_of(&o.keyword) == Place::Server,
+            Place::Mapping => o.secret || place_of(&o.keyword) == Place::Mapping,
+        })
+        .map(|o| o.keyword)
+        .collect();
+    if place == Place::Mapping {
+        words.push(PASSWORD_REQUIRED.into());
+    }
+    words.sort();
+    words.dedup();
+    words
+}
+
+fn split_option(opt: &str) -> (&str, &str) {
+    opt.split_once('=').unwrap_or((opt, ""))
+}
+
+/// The validator of the `dg` wrapper: libpq keywords only, server-side and
+/// mapping-side ones kept apart, the wrapper itself taking none.
+#[pg_extern(sql = false)]
+fn dg_fdw_validator(options: Option<Vec<Option<String>>>, catalog: Option<Oid>) {
+    let place = match catalog {
+        Some(c) if c == pg_sys::ForeignServerRelationId => Some(Place::Server),
+        Some(c) if c == pg_sys::UserMappingRelationId => Some(Place::Mapping),
+        _ => None,
+    };
+    let valid = place.map(valid_keywords).unwrap_or_default();
+    for opt in options.unwrap_or_default().into_iter().flatten() {
+        let (key, value) = split_option(&opt);
+        if !valid.iter().any(|v| v == key) {
+            let is_other_place = place.is_some()
+                && valid_keywords(if place == Some(Place::Server) {
+                    Place::Mapping
+                } else {
+                    Place::Server
+                })
+                .iter()
+                .any(|v| v == key);
+            let hint = match (place, is_other_place) {
+                (Some(Place::Server), true) => "Set it on the user mapping instead.".to_string(),
+                (Some(Place::Mapping), true) => "Set it on the server instead.".to_string(),
+                (None, _) => "The dg foreign-data wrapper takes no options.".to_string(),
+                _ => format!("Valid options in this context are: {}.", valid.join(", ")),
+            };
+            ereport!(
+                ERROR,
+                PgSqlErrorCode::ERRCODE_FDW_INVALID_OPTION_NAME,
+                format!("invalid option \"{key}\""),
+                hint
+            );
+        }
+        if key == PASSWORD_REQUIRED {
+            let Some(required) = parse_bool(value) else {
+                ereport!(
+                    ERROR,
+                    PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                    format!("{PASSWORD_REQUIRED} requires a Boolean value")
+                );
+            };
+            // SAFETY: plain catalog lookup of the current user.
+            if !required && !unsafe { pg_sys::superuser() } {
+                ereport!(
+                    ERROR,
+                    PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                    "password_required=false is superuser-only",
+                    "User mappings with the password_required option set to false may only be created or modified by a superuser."
+                );
+            }
+        }
+    }
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "on" | "yes" | "1" | "t" => Some(true),
+        "false" | "off" | "no" | "0" | "f" => Some(false),
+        _ => None,
+    }
+}
+
+/// Everything needed to connect to a node as the current role.
+pub struct Target {
+    pub node: String,
+    pub mapping: Oid,
+    pub server_hash: u32,
+    pub mapping_hash: u32,
+    pub password_required: bool,
+    options: Vec<(String, String)>,
+}
+
+impl Target {
+    /// libpq keywords and values for the connection: the node's and the
+    /// mapping's, then dg's own (client encoding, application name).
+    pub fn conn_options(&self) -> Vec<(String, String)> {
+        let mut opts = self.options.clone();
+        // SAFETY: returns a static string of the database encoding.
+        let encoding = unsafe { CStr::from_ptr(pg_sys::GetDatabaseEncodingName()) };
+        opts.push((
+            "client_encoding".into(),
+            encoding.to_string_lossy().into_owned(),
+        ));
+        opts.push(("fallback_application_name".into(), "dg".into()));
+        opts
+    }
+}
+
+unsafe fn def_elems(list: *mut pg_sys::List) -> Vec<(String, String)> {
+    // SAFETY: `list` is a List of DefElem from the catalogs.
+    let list = unsafe { PgList::<pg_sys::DefElem>::from_pg(list) };
+    list.iter_ptr()
+        .map(|d| unsafe {
+            let name = CStr::from_ptr((*d).defname).to_string_lossy().into_owned();
+            let value = CStr::from_ptr(pg_sys::defGetString(d))
+                .to_string_lossy()
+                .into_owned();
+            (name, value)
+        })
+        .collect()
+}
+
+fn has_usage(server: Oid) -> bool {
+    // SAFETY: catalog privilege check for the current user.
+    unsafe {
+        #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15"))]
+        let r =
+            pg_sys::pg_foreign_server_aclcheck(server, pg_sys::GetUserId(), pg_sys::ACL_USAGE as _);
+        #[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15")))]
+        let r = pg_sys::object_aclcheck(
+            pg_sys::ForeignServerRelationId,
+            server,
+            pg_sys::GetUserId(),
+            pg_sys::ACL_USAGE as _,
+        );
+        r == pg_sys::AclResult::ACLCHECK_OK
+    }
+}
+
+fn syscache_hash(cache: pg_sys::SysCacheIdentifier::Type, oid: Oid) -> u32 {
+    // SAFETY: computing a hash value does not touch the cache contents.
+    unsafe {
+        pg_sys::GetSysCacheHashValue(
+            cache as _,
+            pg_sys::Datum::from(oid),
+            pg_sys::Datum::from(0),
+            pg_sys::Datum::from(0),
+            pg_sys::Datum::from(0),
+        )
+    }
+}
+
+/// Resolves `node` for the current role: the server must exist and be of
+/// dg's or postgres_fdw's wrapper, the role needs USAGE on it and a user
+/// mapping (its own or PUBLIC's), and a non-superuser needs a password.
+pub fn lookup(node: &str) -> DgResult<Target> {
+    let cname = CString::new(node).map_err(|_| DgError::UnknownNode(node.replace('\0', "")))?;
+    // SAFETY: catalog lookups with a valid name; missing_ok returns NULL
+    // instead of raising.
+    let server = unsafe { pg_sys::GetForeignServerByName(cname.as_ptr(), true) };
+    if server.is_null() {
+        return Err(DgError::UnknownNode(node.into()));
+    }
+    // SAFETY: `server` is a valid palloc'd ForeignServer.
+    let (server_id, fdw_id, server_opts) = unsafe {
+        (
+            (*server).serverid,
+            (*server).fdwid,
+            def_elems((*server).options),
+        )
+    };
+    // SAFETY: the wrapper of an existing server exists.
+    let wrapper = unsafe {
+        let fdw = pg_sys::GetForeignDataWrapper(fdw_id);
+        CStr::from_ptr((*fdw).fdwname)
+            .to_string_lossy()
+            .into_owned()
+    };
+    if wrapper != "dg" && wrapper != "postgres_fdw" {
+        return Err(DgError::NotANode {
+            node: node.into(),
+            wrapper,
+        });
+    }
+    if !has_usage(server_id) {
+        return Err(DgError::NoUsage(node.into()));
+    }
+    // SAFETY: raises the usual "user mapping not found" error if none applies.
+    let (mapping, mapping_opts) = unsafe {
+        let um = pg_sys::GetUserMapping(pg_sys::GetUserId(), server_id);
+        ((*um).umid, def_elems((*um).options))
+    };
+    // postgres_fdw servers carry options of their own (fetch_size, …):
+    // only libpq keywords go to libpq.
+    let server_words = valid_keywords(Place::Server);
+    let mapping_words = valid_keywords(Place::Mapping);
+    let mut options: Vec<(String, String)> = server_opts
+        .into_iter()
+        .filter(|(k, _)| server_words.contains(k))
+        .collect();
+    let mut password_required = true;
+    let mut has_password = false;
+    for (k, v) in mapping_opts {
+        if k == PASSWORD_REQUIRED {
+            password_required = parse_bool(&v).unwrap_or(true);
+        } else if mapping_words.contains(&k) {
+            has_password |= k == "password";
+            options.push((k, v));
+        }
+    }
+    // SAFETY: plain catalog lookup of the current user.
+    let password_required = password_required && !unsafe { pg_sys::superuser() };
+    if password_required && !has_password {
+        return Err(DgError::PasswordRequired(node.into()));
+    }
+    Ok(Target {
+        node: node.into(),
+        mapping,
+        server_hash: syscache_hash(pg_sys::SysCacheIdentifier::FOREIGNSERVEROID, server_id),
+        mapping_hash: syscache_hash(pg_sys::SysCacheIdentifier::USERMAPPINGOID, mapping),
+        password_required,
+        options,
+    })
+}

@@ -1,0 +1,65 @@
+//! Set-returning functions behind dg's monitoring functions and views.
+
+use crate::remote::cache;
+use crate::xact;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+/// `dg.connections()`: this session's connections, cached or in use. Never
+/// shows connection options, so never a password.
+#[pg_extern(sql = false)]
+fn connections() -> TableIterator<
+    'static,
+    (
+        name!(node, String),
+        name!(remote_user, String),
+        name!(state, String),
+        name!(backend_pid, i32),
+        name!(valid, bool),
+    ),
+> {
+    let mut rows = Vec::new();
+    xact::for_each_connection(|c, state| {
+        rows.push((
+            c.node.clone(),
+            c.remote_user(),
+            state.to_string(),
+            c.backend_pid(),
+            !c.invalidated,
+        ))
+    });
+    cache::for_each(|c| {
+        rows.push((
+            c.node.clone(),
+            c.remote_user(),
+            "idle".to_string(),
+            c.backend_pid(),
+            !c.invalidated,
+        ))
+    });
+    TableIterator::new(rows)
+}
+
+/// `dg.gid_info(gid)`: what a dg GID says (for reading `pg_prepared_xacts`
+/// on a peer); no row for a GID dg did not make.
+#[pg_extern(sql = false)]
+fn gid_info(
+    gid: &str,
+) -> TableIterator<
+    'static,
+    (
+        name!(coordinator, String),
+        name!(database, pg_sys::Oid),
+        name!(xid, i64),
+        name!(user_mapping, pg_sys::Oid),
+    ),
+> {
+    TableIterator::new(crate::gid::Gid::parse(gid).map(|g| {
+        (
+            g.coordinator,
+            pg_sys::Oid::from(g.database),
+            g.xid as i64,
+            pg_sys::Oid::from(g.mapping),
+        )
+    }))
+}

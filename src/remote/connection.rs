@@ -1,0 +1,258 @@
+//! One connection to one node as one remote user: connecting without
+//! blocking, sending statements, collecting their results, and cancelling.
+//!
+//! `busy` is set while a statement is in flight and cleared once its
+//! results are drained. An ERROR that unwinds through a wait (a cancel, a
+//! timeout) leaves it set, which tells the abort path to cancel and drain
+//! before using the connection again.
+
+use super::libpq::{Flush, PgConn, PgResult, Poll, ResultKind};
+use super::wait::{deadline_after, wait_socket, Want};
+use crate::error::{DgError, DgResult, RemoteError};
+use crate::fdw::Target;
+use crate::gucs;
+use pgrx::pg_sys;
+use std::time::Instant;
+
+pub struct Connection {
+    pub node: String,
+    pub mapping: pg_sys::Oid,
+    pub server_hash: u32,
+    pub mapping_hash: u32,
+    /// A catalog change touched the server or mapping: close at the next
+    /// chance instead of reusing.
+    pub invalidated: bool,
+    pub busy: bool,
+    pub broken: bool,
+    conn: PgConn,
+}
+
+/// What a statement returned.
+pub struct Outcome {
+    pub rows_affected: i64,
+    /// The last tuples result, when not streamed to a callback.
+    pub tuples: Option<PgResult>,
+}
+
+const SESSION_SETUP: &str =
+    "SET DateStyle = ISO; SET IntervalStyle = postgres; SET extra_float_digits = 3";
+
+impl Connection {
+    /// Opens a connection for `target`, bounded by `dg.connect_timeout` and
+    /// interruptible. Enforces the password rule for non-superusers and sets
+    /// the session so values come back in formats local input functions read.
+    pub fn open(target: &Target) -> DgResult<Connection> {
+        let node = target.node.clone();
+        let connect_error = |message: String| DgError::Connect {
+            node: node.clone(),
+            message,
+        };
+        let conn = PgConn::start(&target.conn_options()).map_err(connect_error)?;
+        let deadline = deadline_after(gucs::connect_timeout());
+        loop {
+            let want = match conn.poll() {
+                Poll::Ok => break,
+                Poll::Failed => return Err(connect_error(conn.error_message())),
+                Poll::Reading => Want::Read,
+                Poll::Writing => Want::Write,
+            };
+            if !wait_socket(conn.socket(), want, deadline) {
+                return Err(DgError::Timeout {
+                    node,
+                    what: "accept a connection",
+                });
+            }
+        }
+        if target.password_required && !conn.used_password() {
+            return Err(DgError::PasswordNotUsed(node));
+        }
+        let mut c = Connection {
+            node,
+            mapping: target.mapping,
+            server_hash: target.server_hash,
+            mapping_hash: target.mapping_hash,
+            invalidated: false,
+            busy: false,
+            broken: false,
+            conn,
+        };
+        c.exec(SESSION_SETUP, None, deadline)?;
+        Ok(c)
+    }
+
+    pub fn backend_pid(&self) -> i32 {
+        self.conn.backend_pid()
+    }
+
+    pub fn remote_user(&self) -> String {
+        self.conn.user()
+    }
+
+    pub fn in_transaction(&self) -> bool {
+        self.conn.in_transaction()
+    }
+
+    /// Reusable for a new transaction: healthy, idle, and not invalidated.
+    pub fn reusable(&self) -> bool {
+        !self.broken && !self.busy && !self.invalidated && self.conn.is_ok() && self.conn.is_idle()
+    }
+
+    /// Queues `sql` (extended protocol when `params` is given, else simple
+    /// protocol, which allows several statements) and flushes it.
+    pub fn send(
+        &mut self,
+        sql: &str,
+        params: Option<&[Option<String>]>,
+        deadline: Option<Instant>,
+    ) -> DgResult<()> {
+        if self.busy {
+            return Err(self.lost("the connection is busy with another statement".into()));
+        }
+        let queued = match params {
+            Some(p) => self.conn.send_query_params(sql, p),
+            None => self.conn.send_query(sql),
+        };
+        if !queued {
+            return Err(self.lost(self.conn.error_message()));
+        }
+        self.busy = true;
+        loop {
+            match self.conn.flush() {
+                Flush::Done => return Ok(()),
+                Flush::Failed => return Err(self.lost(self.conn.error_message())),
+                Flush::More => {
+                    // The server may be sending while we send; reading
+                    // keeps both sides moving.
+                    if !wait_socket(self.conn.socket(), Want::Write, deadline) {
+                        return Err(DgError::Timeout {
+                            node: self.node.clone(),
+                            what: "accept a statement",
+                        });
+                    }
+                    if !self.conn.consume_input() {
+                        return Err(self.lost(self.conn.error_message()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Switches the statement just sent to one result per row.
+    pub fn stream_rows(&mut self) {
+        self.conn.set_single_row_mode();
+    }
+
+    /// Reads every result of the statement in flight. Rows go to `on_tuples`
+    /// when given (and are dropped after), otherwise the last tuples result
+    /// is kept in the outcome. The first remote error is returned after the
+    /// results are drained, so the connection is ready for the next command.
+    pub fn collect(
+        &mut self,
+        deadline: Option<Instant>,
+        mut on_tuples: Option<&mut dyn FnMut(&PgResult)>,
+    ) -> DgResult<Outcome> {
+        let mut outcome = Outcome {
+            rows_affected: 0,
+            tuples: None,
+        };
+        let mut first_error: Option<DgError> = None;
+        loop {
+            while self.conn.is_busy() {
+                if !wait_socket(self.conn.socket(), Want::Read, deadline) {
+                    return Err(DgError::Timeout {
+                        node: self.node.clone(),
+                        what: "finish a statement",
+                    });
+                }
+                if !self.conn.consume_input() {
+                    return Err(self.lost(self.conn.error_message()));
+                }
+            }
+            let Some(res) = self.conn.get_result() else {
+                break;
+            };
+            match res.kind() {
+                ResultKind::Error => {
+                    if first_error.is_none() {
+                        first_error = Some(self.remote_error(&res));
+                    }
+                }
+                ResultKind::Tuples | ResultKind::SingleTuple => {
+                    outcome.rows_affected = res.cmd_tuples();
+                    match on_tuples.as_mut() {
+                        Some(f) if first_error.is_none() => f(&res),
+                        Some(_) => {}
+                        None => outcome.tuples = Some(res),
+                    }
+                }
+                ResultKind::Command => outcome.rows_affected = res.cmd_tuples(),
+                ResultKind::Other => {
+                    first_error.get_or_insert_with(|| {
+                        self.lost("unexpected result from the server".into())
+                    });
+                }
+            }
+        }
+        self.busy = false;
+        if !self.conn.is_ok() {
+            self.broken = true;
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(outcome),
+        }
+    }
+
+    /// Sends and collects in one step.
+    pub fn exec(
+        &mut self,
+        sql: &str,
+        params: Option<&[Option<String>]>,
+        deadline: Option<Instant>,
+    ) -> DgResult<Outcome> {
+        self.send(sql, params, deadline)?;
+        self.collect(deadline, None)
+    }
+
+    /// Stops the statement in flight and drains it, within `deadline`.
+    /// Returns false (and marks the connection broken) if that fails, so the
+    /// caller closes it: closing ends the remote transaction too.
+    pub fn cancel_and_drain(&mut self, deadline: Option<Instant>) -> bool {
+        if !self.busy {
+            return !self.broken;
+        }
+        if self.conn.cancel().is_err() {
+            self.broken = true;
+            return false;
+        }
+        match self.collect(deadline, None) {
+            Ok(_) | Err(DgError::Remote(_)) => !self.broken,
+            Err(_) => {
+                self.broken = true;
+                false
+            }
+        }
+    }
+
+    fn lost(&mut self, message: String) -> DgError {
+        self.broken = true;
+        DgError::ConnectionLost {
+            node: self.node.clone(),
+            message,
+        }
+    }
+
+    fn remote_error(&mut self, res: &PgResult) -> DgError {
+        match res.error_field(b'C') {
+            Some(sqlstate) => DgError::Remote(RemoteError {
+                node: self.node.clone(),
+                sqlstate,
+                message: res.error_field(b'M').unwrap_or_else(|| res.error_message()),
+                detail: res.error_field(b'D'),
+                hint: res.error_field(b'H'),
+            }),
+            // No SQLSTATE means libpq itself failed (the connection died).
+            None => self.lost(res.error_message()),
+        }
+    }
+}

@@ -1,0 +1,355 @@
+//! The only module that calls libpq. RAII owners for `PGconn` and
+//! `PGresult` and safe methods for the asynchronous API; nothing here
+//! blocks except `cancel`, which opens its own short connection.
+
+use libpq_sys as pq;
+use std::ffi::{c_char, c_int, CStr, CString};
+use std::ptr::NonNull;
+
+/// An open (or opening) libpq connection; closed on drop.
+pub struct PgConn(NonNull<pq::PGconn>);
+
+/// A query result; cleared on drop.
+pub struct PgResult(NonNull<pq::PGresult>);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Poll {
+    Reading,
+    Writing,
+    Ok,
+    Failed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flush {
+    Done,
+    More,
+    Failed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResultKind {
+    Command,
+    Tuples,
+    SingleTuple,
+    Error,
+    Other,
+}
+
+// SAFETY: a PGconn is used by one thread at a time; dg keeps every
+// connection in backend-local state and never shares it.
+unsafe impl Send for PgConn {}
+
+fn cstring_lossy(s: &str) -> CString {
+    CString::new(s.replace('\0', "")).expect("NULs removed")
+}
+
+unsafe fn owned_string(p: *const c_char) -> Option<String> {
+    if p.is_null() {
+        None
+    } else {
+        // SAFETY: libpq returns NUL-terminated strings it owns.
+        Some(unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+    }
+}
+
+/// Remote notices (a ROLLBACK outside a transaction warns, say) would go to
+/// the server's stderr by default; dg's own messages say what matters.
+unsafe extern "C" fn ignore_notice(_arg: *mut std::ffi::c_void, _message: *const c_char) {}
+
+impl PgConn {
+    /// Starts a non-blocking connection attempt (`PQconnectStartParams`
+    /// with `expand_dbname = 0`, so a dbname is never parsed as a
+    /// connection string). Drive it with `poll`.
+    pub fn start(options: &[(String, String)]) -> Result<PgConn, String> {
+        let keys: Vec<CString> = options.iter().map(|(k, _)| cstring_lossy(k)).collect();
+        let vals: Vec<CString> = options.iter().map(|(_, v)| cstring_lossy(v)).collect();
+        let mut kp: Vec<*const c_char> = keys.iter().map(|k| k.as_ptr()).collect();
+        let mut vp: Vec<*const c_char> = vals.iter().map(|v| v.as_ptr()).collect();
+        kp.push(std::ptr::null());
+        vp.push(std::ptr::null());
+        // SAFETY: both arrays are NULL-terminated and outlive the call.
+        let raw = unsafe { pq::PQconnectStartParams(kp.as_ptr(), vp.as_ptr(), 0) };
+        let conn = PgConn(NonNull::new(raw).ok_or("out of memory")?);
+        // SAFETY: conn is a live PGconn.
+        if unsafe { pq::PQstatus(conn.ptr()) } == pq::ConnStatusType::CONNECTION_BAD {
+            return Err(conn.error_message());
+        }
+        // SAFETY: as above; the processor is a static function.
+        unsafe {
+            pq::PQsetnonblocking(conn.ptr(), 1);
+            pq::PQsetNoticeProcessor(conn.ptr(), Some(ignore_notice), std::ptr::null_mut());
+        }
+        Ok(conn)
+    }
+
+    fn ptr(&self) -> *mut pq::PGconn {
+        self.0.as_ptr()
+    }
+
+    pub fn poll(&self) -> Poll {
+        // SAFETY: live PGconn.
+        match unsafe { pq::PQconnectPoll(self.ptr()) } {
+            pq::PostgresPollingStatusType::PGRES_POLLING_READING => Poll::Reading,
+            pq::PostgresPollingStatusType::PGRES_POLLING_WRITING => Poll::Writing,
+            pq::PostgresPollingStatusType::PGRES_POLLING_OK => Poll::Ok,
+            _ => Poll::Failed,
+        }
+    }
+
+    pub fn socket(&self) -> c_int {
+        // SAFETY: live PGconn.
+        unsafe { pq::PQsocket(self.ptr()) }
+    }
+
+    pub fn is_ok(&self) -> bool {
+        // SAFETY: live PGconn.
+        unsafe { pq::PQstatus(self.ptr()) == pq::ConnStatusType::CONNECTION_OK }
+    }
+
+    /// libpq's last error, trimmed of its trailing newline.
+    pub fn error_message(&self) -> String {
+        // SAFETY: live PGconn; the message is owned by it.
+        unsafe { owned_string(pq::PQerrorMessage(self.ptr())) }
+            .unwrap_or_default()
+            .trim_end()
+            .to_owned()
+    }
+
+    pub fn used_password(&self) -> bool {
+        // SAFETY: live PGconn.
+        unsafe { pq::PQconnectionUsedPassword(self.ptr()) != 0 }
+    }
+
+    pub fn backend_pid(&self) -> i32 {
+        // SAFETY: live PGconn.
+        unsafe { pq::PQbackendPID(self.ptr()) }
+    }
+
+    pub fn user(&self) -> String {
+        // SAFETY: live PGconn.
+        unsafe { owned_string(pq::PQuser(self.ptr())) }.unwrap_or_default()
+    }
+
+    /// Queues a statement in the simple protocol (may hold several
+    /// statements). Returns false if libpq refused it.
+    pub fn send_query(&self, sql: &str) -> bool {
+        let sql = cstring_lossy(sql);
+        // SAFETY: live PGconn, NUL-terminated query.
+        unsafe { pq::PQsendQuery(self.ptr(), sql.as_ptr()) == 1 }
+    }
+
+    /// Queues one statement in the extended protocol with text parameters
+    /// (`None` is SQL NULL); values are never spliced into the SQL text.
+    pub fn send_query_params(&self, sql: &str, params: &[Option<String>]) -> bool {
+        let sql = cstring_lossy(sql);
+        let values: Vec<Option<CString>> = params
+            .iter()
+            .map(|p| p.as_deref().map(cstring_lossy))
+            .collect();
+        let ptrs: Vec<*const c_char> = values
+            .iter()
+            .map(|v| v.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()))
+            .collect();
+        // SAFETY: arrays of params.len() entries that outlive the call; NULL
+        // types let the server infer them, NULL lengths/formats mean text.
+        unsafe {
+            pq::PQsendQueryParams(
+                self.ptr(),
+                sql.as_ptr(),
+                ptrs.len() as c_int,
+                std::ptr::null(),
+                ptrs.as_ptr(),
+                std::ptr::null(),
+                std::ptr::null(),
+                0,
+            ) == 1
+        }
+    }
+
+    /// Rows then arrive one `PGresult` each, so a large result never sits
+    /// in memory whole.
+    pub fn set_single_row_mode(&self) -> bool {
+        // SAFETY: live PGconn, called right after a send.
+        unsafe { pq::PQsetSingleRowMode(self.ptr()) == 1 }
+    }
+
+    pub fn flush(&self) -> Flush {
+        // SAFETY: live PGconn.
+        match unsafe { pq::PQflush(self.ptr()) } {
+            0 => Flush::Done,
+            1 => Flush::More,
+            _ => Flush::Failed,
+        }
+    }
+
+    pub fn consume_input(&self) -> bool {
+        // SAFETY: live PGconn.
+        unsafe { pq::PQconsumeInput(self.ptr()) == 1 }
+    }
+
+    pub fn is_busy(&self) -> bool {
+        // SAFETY: live PGconn.
+        unsafe { pq::PQisBusy(self.ptr()) == 1 }
+    }
+
+    /// The next result of the current command, or None when it is done.
+    /// Only call when `is_busy` is false, or it blocks.
+    pub fn get_result(&self) -> Option<PgResult> {
+        // SAFETY: live PGconn; ownership of the result passes to us.
+        NonNull::new(unsafe { pq::PQgetResult(self.ptr()) }).map(PgResult)
+    }
+
+    /// True when the session is idle outside any transaction block.
+    pub fn is_idle(&self) -> bool {
+        // SAFETY: live PGconn.
+        unsafe { pq::PQtransactionStatus(self.ptr()) == pq::PGTransactionStatusType::PQTRANS_IDLE }
+    }
+
+    /// True inside a transaction block that has not failed.
+    pub fn in_transaction(&self) -> bool {
+        // SAFETY: live PGconn.
+        unsafe {
+            pq::PQtransactionStatus(self.ptr()) == pq::PGTransactionStatusType::PQTRANS_INTRANS
+        }
+    }
+
+    /// Asks the server to cancel the running statement. This opens a
+    /// separate short connection and waits for it; libpq before 17 has no
+    /// non-blocking cancel.
+    pub fn cancel(&self) -> Result<(), String> {
+        // SAFETY: live PGconn; the cancel object is freed before returning
+        // and the error buffer is NUL-terminated by libpq.
+        unsafe {
+            let c = pq::PQgetCancel(self.ptr());
+            if c.is_null() {
+                return Err("could not create a cancel request".into());
+            }
+            let mut buf = [0 as c_char; 256];
+            let ok = pq::PQcancel(c, buf.as_mut_ptr(), buf.len() as c_int) == 1;
+            pq::PQfreeCancel(c);
+            if ok {
+                Ok(())
+            } else {
+                Err(owned_string(buf.as_ptr())
+                    .unwrap_or_default()
+                    .trim_end()
+                    .to_owned())
+            }
+        }
+    }
+}
+
+impl Drop for PgConn {
+    fn drop(&mut self) {
+        // SAFETY: we own the PGconn and drop it once.
+        unsafe { pq::PQfinish(self.ptr()) }
+    }
+}
+
+impl PgResult {
+    fn ptr(&self) -> *mut pq::PGresult {
+        self.0.as_ptr()
+    }
+
+    pub fn kind(&self) -> ResultKind {
+        use pq::ExecStatusType::*;
+        // SAFETY: live PGresult.
+        match unsafe { pq::PQresultStatus(self.ptr()) } {
+            PGRES_COMMAND_OK | PGRES_EMPTY_QUERY => ResultKind::Command,
+            PGRES_TUPLES_OK => ResultKind::Tuples,
+            PGRES_SINGLE_TUPLE => ResultKind::SingleTuple,
+            PGRES_BAD_RESPONSE | PGRES_NONFATAL_ERROR | PGRES_FATAL_ERROR => ResultKind::Error,
+            _ => ResultKind::Other,
+        }
+    }
+
+    pub fn ntuples(&self) -> usize {
+        // SAFETY: live PGresult.
+        unsafe { pq::PQntuples(self.ptr()) as usize }
+    }
+
+    pub fn nfields(&self) -> usize {
+        // SAFETY: live PGresult.
+        unsafe { pq::PQnfields(self.ptr()) as usize }
+    }
+
+    /// A field as text, None for SQL NULL. Borrowed from the result.
+    pub fn value(&self, row: usize, col: usize) -> Option<&CStr> {
+        // SAFETY: live PGresult; callers pass in-range indexes; libpq keeps
+        // the value alive as long as the result.
+        unsafe {
+            if pq::PQgetisnull(self.ptr(), row as c_int, col as c_int) == 1 {
+                None
+            } else {
+                Some(CStr::from_ptr(pq::PQgetvalue(
+                    self.ptr(),
+                    row as c_int,
+                    col as c_int,
+                )))
+            }
+        }
+    }
+
+    /// Rows affected by the command (0 when it reports none).
+    pub fn cmd_tuples(&self) -> i64 {
+        // SAFETY: live PGresult; the string is owned by it.
+        unsafe { owned_string(pq::PQcmdTuples(self.ptr())) }
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// A diagnostic field such as `b'C'` (SQLSTATE) or `b'M'` (message).
+    pub fn error_field(&self, code: u8) -> Option<String> {
+        // SAFETY: live PGresult; the string is owned by it.
+        unsafe { owned_string(pq::PQresultErrorField(self.ptr(), code as c_int)) }
+    }
+
+    pub fn error_message(&self) -> String {
+        // SAFETY: live PGresult.
+        unsafe { owned_string(pq::PQresultErrorMessage(self.ptr())) }
+            .unwrap_or_default()
+            .trim_end()
+            .to_owned()
+    }
+}
+
+impl Drop for PgResult {
+    fn drop(&mut self) {
+        // SAFETY: we own the PGresult and clear it once.
+        unsafe { pq::PQclear(self.ptr()) }
+    }
+}
+
+/// One connection keyword libpq knows, and whether it is secret.
+pub struct ConnOption {
+    pub keyword: String,
+    pub secret: bool,
+    pub debug: bool,
+}
+
+/// The keywords of the linked libpq (`PQconndefaults`), so the validator
+/// accepts exactly what this libpq understands.
+pub fn conn_options() -> Vec<ConnOption> {
+    let mut out = Vec::new();
+    // SAFETY: PQconndefaults returns an array terminated by a NULL keyword,
+    // freed with PQconninfoFree once copied.
+    unsafe {
+        let defaults = pq::PQconndefaults();
+        if defaults.is_null() {
+            return out;
+        }
+        let mut p = defaults;
+        while !(*p).keyword.is_null() {
+            let disp = owned_string((*p).dispchar).unwrap_or_default();
+            out.push(ConnOption {
+                keyword: owned_string((*p).keyword).unwrap_or_default(),
+                secret: disp.contains('*'),
+                debug: disp.contains('D'),
+            });
+            p = p.add(1);
+        }
+        pq::PQconninfoFree(defaults);
+    }
+    out
+}

@@ -1,0 +1,46 @@
+//! In-server tests (`cargo pgrx test`): what needs a running PostgreSQL but
+//! no peer. Commit paths cannot be tested here (each test's transaction is
+//! rolled back); pg_regress and tests/ cover them.
+
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    #[pg_test]
+    fn coordinator_id_is_a_uuid() {
+        let id = crate::catalog::coordinator_id();
+        assert_eq!(id.len(), 36);
+        assert_eq!(
+            Some(id.clone()),
+            Spi::get_one::<String>("SELECT id::text FROM dg.coordinator").unwrap()
+        );
+    }
+
+    #[pg_test]
+    fn dist_begin_twice_is_refused() {
+        Spi::run("SELECT dg.dist_begin()").unwrap();
+        let second = std::panic::catch_unwind(|| Spi::run("SELECT dg.dist_begin()"));
+        assert!(second.is_err() || second.unwrap().is_err());
+    }
+
+    #[pg_test]
+    fn validator_knows_libpq_keywords() {
+        Spi::run("CREATE SERVER t_ok FOREIGN DATA WRAPPER dg OPTIONS (host 'localhost', port '1', dbname 'x')").unwrap();
+        Spi::run("CREATE USER MAPPING FOR PUBLIC SERVER t_ok OPTIONS (user 'u', password 'p')")
+            .unwrap();
+        assert_eq!(
+            Spi::get_one::<i64>("SELECT count(*) FROM dg.nodes WHERE node = 't_ok'").unwrap(),
+            Some(1)
+        );
+    }
+
+    #[pg_test(error = "invalid option \"bogus\"")]
+    fn validator_rejects_unknown() {
+        Spi::run("CREATE SERVER t_bad FOREIGN DATA WRAPPER dg OPTIONS (bogus '1')").unwrap();
+    }
+
+    #[pg_test(error = "invalid option \"password\"")]
+    fn validator_keeps_password_off_servers() {
+        Spi::run("CREATE SERVER t_pw FOREIGN DATA WRAPPER dg OPTIONS (password 'x')").unwrap();
+    }
+}

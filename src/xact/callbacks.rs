@@ -1,0 +1,167 @@
+//! Transaction and subtransaction callbacks, registered once in _PG_init.
+//!
+//! PRE_COMMIT and PRE_PREPARE may raise (the local transaction then
+//! aborts). COMMIT and ABORT run after the point of no return with
+//! interrupts held: they must never raise, so each runs inside a catch
+//! that turns any error or panic into a WARNING, and the DT is taken out
+//! of the session first so a failure cannot leave it half-handled.
+
+use super::dt::Dt;
+use super::state::{DtState, Scope};
+use super::{take_if, with_slot, DT};
+use crate::error::DgError;
+use pgrx::pg_sys;
+use pgrx::pg_sys::panic::CaughtError;
+use pgrx::PgTryBuilder;
+use std::ffi::c_void;
+use std::panic::AssertUnwindSafe;
+
+pub fn register() {
+    // SAFETY: static callbacks registered once from _PG_init.
+    unsafe {
+        pg_sys::RegisterXactCallback(Some(xact_callback), std::ptr::null_mut());
+        pg_sys::RegisterSubXactCallback(Some(subxact_callback), std::ptr::null_mut());
+        pg_sys::before_shmem_exit(Some(at_exit), pg_sys::Datum::from(0));
+    }
+}
+
+/// Does the local transaction's end decide this DT?
+fn ends_with_local(dt: &Dt) -> bool {
+    dt.scope == Scope::Transaction || dt.state == DtState::Committing
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn xact_callback(event: pg_sys::XactEvent::Type, _arg: *mut c_void) {
+    match event {
+        pg_sys::XactEvent::XACT_EVENT_PRE_COMMIT => {
+            if let Err(e) = pre_commit() {
+                e.raise()
+            }
+        }
+        pg_sys::XactEvent::XACT_EVENT_PRE_PREPARE => {
+            if let Err(e) = pre_prepare() {
+                e.raise()
+            }
+        }
+        pg_sys::XactEvent::XACT_EVENT_COMMIT => never_raise(at_commit),
+        pg_sys::XactEvent::XACT_EVENT_ABORT => never_raise(at_abort),
+        _ => {}
+    }
+}
+
+fn pre_commit() -> Result<(), DgError> {
+    with_slot(|slot| {
+        let Some(dt) = slot.as_mut() else {
+            return Ok(());
+        };
+        if dt.scope != Scope::Transaction {
+            return Ok(());
+        }
+        match dt.state {
+            DtState::Aborted => Err(DgError::RolledBack),
+            DtState::Committing => Ok(()),
+            DtState::Active => {
+                dt.state = DtState::Committing;
+                // SAFETY: reads whether the local transaction wrote.
+                let local_writes =
+                    unsafe { pg_sys::GetTopTransactionIdIfAny() } != pg_sys::InvalidTransactionId;
+                dt.prepare(local_writes)
+            }
+        }
+    })
+}
+
+fn pre_prepare() -> Result<(), DgError> {
+    with_slot(|slot| match slot {
+        Some(dt) if dt.scope == Scope::Transaction || dt.touched => Err(DgError::PrepareRefused),
+        _ => Ok(()),
+    })
+}
+
+fn at_commit() {
+    if let Some(mut dt) = take_if(ends_with_local) {
+        dt.finish();
+        dt.release();
+    } else {
+        let _ = with_slot(|slot| {
+            slot.iter_mut().for_each(|dt| dt.touched = false);
+            Ok(())
+        });
+    }
+}
+
+fn at_abort() {
+    if let Some(mut dt) = take_if(ends_with_local) {
+        dt.abort();
+        dt.release();
+        return;
+    }
+    // A session DT used by the failed transaction is aborted but stays
+    // open, like a failed transaction block, until dist_rollback().
+    let _ = with_slot(|slot| {
+        if let Some(dt) = slot.as_mut().filter(|dt| dt.touched) {
+            dt.abort();
+            dt.state = DtState::Aborted;
+            dt.touched = false;
+            std::mem::take(&mut dt.participants)
+                .into_iter()
+                .for_each(|p| crate::remote::cache::give_back(p.conn));
+        }
+        Ok(())
+    });
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn subxact_callback(
+    event: pg_sys::SubXactEvent::Type,
+    _my: pg_sys::SubTransactionId,
+    _parent: pg_sys::SubTransactionId,
+    _arg: *mut c_void,
+) {
+    // SAFETY: reads the nesting level of the subtransaction that is ending.
+    let level = unsafe { pg_sys::GetCurrentTransactionNestLevel() };
+    match event {
+        pg_sys::SubXactEvent::SUBXACT_EVENT_PRE_COMMIT_SUB => {
+            if let Err(e) = with_slot(|slot| match slot {
+                Some(dt) => dt.release_savepoints(level),
+                None => Ok(()),
+            }) {
+                e.raise()
+            }
+        }
+        pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => never_raise(|| {
+            let _ = with_slot(|slot| {
+                slot.iter_mut().for_each(|dt| dt.rollback_savepoints(level));
+                Ok(())
+            });
+        }),
+        _ => {}
+    }
+}
+
+/// A session that ends with an open DT closes its connections, which
+/// rolls back every open remote transaction.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn at_exit(_code: i32, _arg: pg_sys::Datum) {
+    DT.with(|slot| {
+        if let Ok(mut slot) = slot.try_borrow_mut() {
+            slot.take();
+        }
+    });
+    crate::remote::cache::close_all();
+}
+
+/// Runs cleanup that must not raise: any error or panic becomes a WARNING.
+fn never_raise(f: impl FnOnce()) {
+    PgTryBuilder::new(AssertUnwindSafe(f))
+        .catch_others(|e| {
+            let message = match &e {
+                CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => {
+                    r.message().to_string()
+                }
+                CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
+            };
+            pgrx::warning!("dg: cleanup after the transaction failed: {message}");
+        })
+        .execute()
+}

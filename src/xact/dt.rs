@@ -1,0 +1,384 @@
+//! One distributed transaction: its participants and the protocol steps
+//! that move them (begin, savepoints, prepare, finish, abort).
+//!
+//! Every step that talks to several peers sends to all of them first and
+//! then collects, so a phase costs one round trip, not one per peer.
+
+use super::state::{protocol, DtState, Protocol, RemoteState, Scope, Work};
+use crate::catalog;
+use crate::error::{DgError, DgResult};
+use crate::fdw;
+use crate::gid::Gid;
+use crate::gucs;
+use crate::remote::cache;
+use crate::remote::connection::{Connection, Outcome};
+use crate::remote::wait::deadline_after;
+use pgrx::pg_sys;
+use std::time::Instant;
+
+/// Asked of a participant that only ran queries: did they write anyway
+/// (a volatile function, a row lock)? Works on every supported peer.
+const WROTE_QUERY: &str = "SELECT txid_current_if_assigned() IS NOT NULL";
+
+pub struct Participant {
+    pub conn: Connection,
+    pub state: RemoteState,
+    /// Local nesting level the remote side mirrors: 0 before BEGIN, 1 in
+    /// the transaction, n with savepoints up to level n.
+    pub depth: i32,
+    pub work: Work,
+    gid: Option<String>,
+}
+
+pub struct Dt {
+    pub id: String,
+    pub scope: Scope,
+    pub state: DtState,
+    pub participants: Vec<Participant>,
+    /// Session scope: the current local transaction ran dg calls, so its
+    /// abort aborts the DT.
+    pub touched: bool,
+    begin_sql: String,
+}
+
+fn savepoint(level: i32) -> String {
+    format!("dg_sp_{level}")
+}
+
+/// The deadline for one statement the user waits on.
+pub fn statement_deadline() -> Option<Instant> {
+    deadline_after(gucs::remote_statement_timeout())
+}
+
+/// The deadline for cleanup, where interrupts are held.
+fn cleanup_deadline() -> Option<Instant> {
+    deadline_after(Some(gucs::cleanup_timeout()))
+}
+
+fn nest_level() -> i32 {
+    // SAFETY: reads the current transaction's nesting level.
+    unsafe { pg_sys::GetCurrentTransactionNestLevel() }
+}
+
+/// `BEGIN` with the local transaction's isolation level and access mode,
+/// so each participant runs as the local transaction does.
+fn begin_statement() -> String {
+    // SAFETY: plain reads of the backend's transaction settings.
+    let (iso, read_only) = unsafe { (pg_sys::XactIsoLevel, pg_sys::XactReadOnly) };
+    let level = match iso as u32 {
+        pg_sys::XACT_SERIALIZABLE => "SERIALIZABLE",
+        pg_sys::XACT_REPEATABLE_READ => "REPEATABLE READ",
+        pg_sys::XACT_READ_UNCOMMITTED => "READ UNCOMMITTED",
+        _ => "READ COMMITTED",
+    };
+    let mode = if read_only { " READ ONLY" } else { "" };
+    format!("BEGIN ISOLATION LEVEL {level}{mode}")
+}
+
+/// Sends `cmd(p)` to every participant it names, then collects each.
+fn broadcast(
+    parts: &mut [Participant],
+    deadline: Option<Instant>,
+    cmd: impl Fn(&Participant) -> Option<String>,
+) -> Vec<Option<DgResult<Outcome>>> {
+    let sent: Vec<Option<DgResult<()>>> = parts
+        .iter_mut()
+        .map(|p| cmd(p).map(|sql| p.conn.send(&sql, None, deadline)))
+        .collect();
+    parts
+        .iter_mut()
+        .zip(sent)
+        .map(|(p, s)| s.map(|s| s.and_then(|()| p.conn.collect(deadline, None))))
+        .collect()
+}
+
+impl Dt {
+    pub fn new(id: String, scope: Scope) -> Dt {
+        Dt {
+            id,
+            scope,
+            state: DtState::Active,
+            participants: Vec::new(),
+            touched: false,
+            begin_sql: begin_statement(),
+        }
+    }
+
+    /// The participant for `node` as the current role, joined to the DT and
+    /// with savepoints mirroring the local nesting level.
+    pub fn participant(&mut self, node: &str) -> DgResult<&mut Participant> {
+        let target = fdw::lookup(node)?;
+        let idx = match self
+            .participants
+            .iter()
+            .position(|p| p.conn.mapping == target.mapping)
+        {
+            Some(i) => i,
+            None => {
+                let conn = cache::take(&target)?;
+                self.participants.push(Participant {
+                    conn,
+                    state: RemoteState::Open,
+                    depth: 0,
+                    work: Work::Read,
+                    gid: None,
+                });
+                self.participants.len() - 1
+            }
+        };
+        let p = &mut self.participants[idx];
+        p.sync_depth(&self.begin_sql, nest_level())?;
+        Ok(p)
+    }
+
+    /// The prepare phase. `local_must_agree`: the local transaction's
+    /// commit must decide the DT together with the peers.
+    pub fn prepare(&mut self, local_must_agree: bool) -> DgResult<()> {
+        let deadline = statement_deadline();
+        let open = |p: &Participant| p.state == RemoteState::Open;
+        let asked = broadcast(&mut self.participants, deadline, |p| {
+            (open(p) && p.work == Work::Read).then(|| WROTE_QUERY.to_string())
+        });
+        for (p, r) in self.participants.iter_mut().zip(asked) {
+            if let Some(r) = r {
+                let wrote = r?.tuples.is_some_and(|t| {
+                    t.ntuples() == 1 && t.value(0, 0).is_some_and(|v| v.to_bytes() == b"t")
+                });
+                if wrote {
+                    p.work = Work::Write;
+                }
+            }
+        }
+        let writers = self
+            .participants
+            .iter()
+            .filter(|p| open(p) && p.work == Work::Write)
+            .count();
+        match protocol(writers, local_must_agree) {
+            Protocol::ReadOnly | Protocol::OnePhase => self.commit_one_phase(deadline),
+            Protocol::TwoPhase => self.prepare_two_phase(deadline),
+        }
+    }
+
+    /// Plain COMMIT everywhere: at most one participant wrote and nothing
+    /// else must agree with it. A reader's failure loses nothing.
+    fn commit_one_phase(&mut self, deadline: Option<Instant>) -> DgResult<()> {
+        let results = broadcast(&mut self.participants, deadline, |p| {
+            (p.state == RemoteState::Open).then(|| "COMMIT".to_string())
+        });
+        let mut first_error = None;
+        for (p, r) in self.participants.iter_mut().zip(results) {
+            if let Some(r) = r {
+                p.state = RemoteState::Ended;
+                if let (Err(e), Work::Write) = (r, p.work) {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// PREPARE every writer and COMMIT every reader at once, then record
+    /// the decision in the local transaction.
+    fn prepare_two_phase(&mut self, deadline: Option<Instant>) -> DgResult<()> {
+        // SAFETY: assigns (or reads) the local transaction's full xid.
+        let xid = unsafe { pg_sys::GetTopFullTransactionId() }.value;
+        // SAFETY: reads the backend's database oid.
+        let database = unsafe { pg_sys::MyDatabaseId }.to_u32();
+        let coordinator = catalog::coordinator_id();
+        for p in self.participants.iter_mut() {
+            if p.state == RemoteState::Open && p.work == Work::Write {
+                let gid = Gid {
+                    coordinator: coordinator.clone(),
+                    database,
+                    xid,
+                    mapping: p.conn.mapping.to_u32(),
+                };
+                p.gid = Some(gid.to_string());
+            }
+        }
+        let results = broadcast(&mut self.participants, deadline, |p| {
+            match (p.state, &p.gid) {
+                (RemoteState::Open, Some(gid)) => Some(format!("PREPARE TRANSACTION '{gid}'")),
+                (RemoteState::Open, None) => Some("COMMIT".to_string()),
+                _ => None,
+            }
+        });
+        let mut first_error = None;
+        for (p, r) in self.participants.iter_mut().zip(results) {
+            let Some(r) = r else { continue };
+            p.state = match (&r, &p.gid) {
+                // A peer that answered with an error rolled the transaction back.
+                (Err(DgError::Remote(_)), _) | (_, None) => RemoteState::Ended,
+                // Prepared, or unknown because the connection failed: the
+                // abort path and the resolver both handle "maybe prepared".
+                (_, Some(_)) => RemoteState::Prepared,
+            };
+            if let (Err(e), Some(_)) = (r, &p.gid) {
+                first_error.get_or_insert(e);
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        catalog::record_decision(xid, &self.id);
+        Ok(())
+    }
+
+    /// After the local commit: COMMIT PREPARED everywhere. Never raises; a
+    /// peer that cannot be finished now is left to the resolver.
+    pub fn finish(&mut self) {
+        let results = broadcast(&mut self.participants, cleanup_deadline(), |p| {
+            (p.state == RemoteState::Prepared)
+                .then(|| format!("COMMIT PREPARED '{}'", p.gid.as_deref().unwrap_or_default()))
+        });
+        for (p, r) in self.participants.iter_mut().zip(results) {
+            match r {
+                None | Some(Ok(_)) => {}
+                Some(Err(DgError::Remote(e))) if e.is_undefined_object() => {}
+                Some(Err(e)) => warn_unfinished(&p.conn.node, "commit", e),
+            }
+            p.state = RemoteState::Ended;
+        }
+    }
+
+    /// Rolls every participant back, prepared or not. Never raises.
+    pub fn abort(&mut self) {
+        let deadline = cleanup_deadline();
+        for p in self.participants.iter_mut().filter(|p| p.conn.busy) {
+            p.conn.cancel_and_drain(deadline);
+        }
+        let results = broadcast(&mut self.participants, deadline, |p| match p.state {
+            RemoteState::Open => Some("ROLLBACK".to_string()),
+            RemoteState::Prepared => Some(format!(
+                "ROLLBACK PREPARED '{}'",
+                p.gid.as_deref().unwrap_or_default()
+            )),
+            RemoteState::Ended => None,
+        });
+        for (p, r) in self.participants.iter_mut().zip(results) {
+            if p.state == RemoteState::Prepared {
+                match r {
+                    None | Some(Ok(_)) => {}
+                    Some(Err(DgError::Remote(e))) if e.is_undefined_object() => {}
+                    Some(Err(e)) => warn_unfinished(&p.conn.node, "roll back", e),
+                }
+            }
+            p.state = RemoteState::Ended;
+        }
+    }
+
+    /// Local subtransaction `level` commits: release its savepoints.
+    pub fn release_savepoints(&mut self, level: i32) -> DgResult<()> {
+        let name = savepoint(level);
+        let results = broadcast(&mut self.participants, statement_deadline(), |p| {
+            (p.depth >= level).then(|| format!("RELEASE SAVEPOINT {name}"))
+        });
+        let mut first_error = None;
+        for (p, r) in self.participants.iter_mut().zip(results) {
+            if let Some(r) = r {
+                p.depth = level - 1;
+                if let Err(e) = r {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Local subtransaction `level` aborts: undo its remote work. Never
+    /// raises; a participant that cannot be rolled back aborts the DT.
+    pub fn rollback_savepoints(&mut self, level: i32) {
+        let deadline = cleanup_deadline();
+        let name = savepoint(level);
+        let mut failed = false;
+        for p in self
+            .participants
+            .iter_mut()
+            .filter(|p| p.depth >= level && p.conn.busy)
+        {
+            failed |= !p.conn.cancel_and_drain(deadline);
+        }
+        let results = broadcast(&mut self.participants, deadline, |p| {
+            (p.depth >= level)
+                .then(|| format!("ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}"))
+        });
+        for (p, r) in self.participants.iter_mut().zip(results) {
+            if let Some(r) = r {
+                p.depth = level - 1;
+                failed |= r.is_err();
+            }
+        }
+        if failed {
+            self.state = DtState::Aborted;
+        }
+    }
+
+    /// Hands the connections back to the cache; the DT is over.
+    pub fn release(self) {
+        for p in self.participants {
+            cache::give_back(p.conn);
+        }
+    }
+
+    pub fn nodes(&self) -> Vec<String> {
+        self.participants
+            .iter()
+            .map(|p| p.conn.node.clone())
+            .collect()
+    }
+}
+
+impl Participant {
+    /// Opens the remote transaction and savepoints up to `level` in one
+    /// round trip.
+    fn sync_depth(&mut self, begin_sql: &str, level: i32) -> DgResult<()> {
+        let mut stmts = Vec::new();
+        if self.depth == 0 {
+            stmts.push(begin_sql.to_string());
+            self.depth = 1;
+        }
+        while self.depth < level {
+            self.depth += 1;
+            stmts.push(format!("SAVEPOINT {}", savepoint(self.depth)));
+        }
+        if stmts.is_empty() {
+            return Ok(());
+        }
+        self.conn
+            .exec(&stmts.join("; "), None, statement_deadline())
+            .map(|_| ())
+    }
+
+    /// Runs one statement with parameters; a statement that ends the
+    /// remote transaction (COMMIT, ROLLBACK) is refused after the fact.
+    pub fn run(
+        &mut self,
+        sql: &str,
+        params: &[Option<String>],
+        on_tuples: Option<&mut dyn FnMut(&crate::remote::libpq::PgResult)>,
+    ) -> DgResult<i64> {
+        let deadline = statement_deadline();
+        self.conn.send(sql, Some(params), deadline)?;
+        if on_tuples.is_some() {
+            self.conn.stream_rows();
+        }
+        let out = self.conn.collect(deadline, on_tuples)?;
+        if !self.conn.in_transaction() {
+            return Err(DgError::Unsupported(format!(
+                "a statement run through dg ended the transaction on node \"{}\"",
+                self.conn.node
+            )));
+        }
+        Ok(out.rows_affected)
+    }
+}
+
+fn warn_unfinished(node: &str, action: &'static str, e: DgError) {
+    DgError::Unfinished {
+        node: node.to_string(),
+        action,
+        cause: e.message(),
+    }
+    .warn();
+}

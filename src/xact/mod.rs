@@ -1,0 +1,211 @@
+//! The session's distributed transaction and the scoping rules of
+//! DESIGN §2: a DT bound to the local transaction (a block, or one
+//! autocommit statement), or opened by `dist_begin()` outside a block and
+//! spanning statements.
+
+mod callbacks;
+mod dt;
+pub mod state;
+
+use crate::error::{DgError, DgResult};
+use crate::remote::connection::Connection;
+use crate::remote::libpq::PgResult;
+use dt::Dt;
+use pgrx::pg_sys;
+use state::{DtState, Scope};
+use std::cell::{Cell, RefCell};
+
+thread_local! {
+    static DT: RefCell<Option<Dt>> = const { RefCell::new(None) };
+    static SEQUENCE: Cell<u64> = const { Cell::new(0) };
+}
+
+pub fn init() {
+    callbacks::register();
+}
+
+/// Runs `f` on the session's DT slot. The slot is never borrowed across
+/// calls; a nested borrow can only be a bug, reported as an error.
+fn with_slot<R>(f: impl FnOnce(&mut Option<Dt>) -> DgResult<R>) -> DgResult<R> {
+    DT.with(|slot| match slot.try_borrow_mut() {
+        Ok(mut slot) => f(&mut slot),
+        Err(_) => Err(DgError::Unsupported("dg was called re-entrantly".into())),
+    })
+}
+
+/// Takes the DT out of the slot if `pred` holds; for the callbacks.
+fn take_if(pred: impl FnOnce(&Dt) -> bool) -> Option<Dt> {
+    DT.with(|slot| {
+        let mut slot = slot.try_borrow_mut().ok()?;
+        if slot.as_ref().is_some_and(pred) {
+            slot.take()
+        } else {
+            None
+        }
+    })
+}
+
+fn in_transaction_block() -> bool {
+    // SAFETY: reads the transaction block state.
+    unsafe { pg_sys::IsTransactionBlock() }
+}
+
+fn new_id() -> String {
+    let n = SEQUENCE.with(|s| {
+        s.set(s.get() + 1);
+        s.get()
+    });
+    // SAFETY: reads backend-constant globals.
+    let (pid, started) = unsafe { (pg_sys::MyProcPid, pg_sys::MyStartTimestamp) };
+    format!("{pid}-{started:x}-{n}")
+}
+
+fn open(slot: &mut Option<Dt>, scope: Scope) -> &mut Dt {
+    slot.insert(Dt::new(new_id(), scope))
+}
+
+/// `dg.dist_begin()`: bound to the block inside one, session-wide outside.
+pub fn begin() -> DgResult<String> {
+    with_slot(|slot| {
+        if slot.is_some() {
+            return Err(DgError::AlreadyInProgress);
+        }
+        let scope = if in_transaction_block() {
+            Scope::Transaction
+        } else {
+            Scope::Session
+        };
+        let dt = open(slot, scope);
+        dt.touched = true;
+        Ok(dt.id.clone())
+    })
+}
+
+/// Runs one statement on `node` in the DT (starting one bound to the local
+/// transaction if none is open). `on_tuples` streams rows of a query.
+pub fn run(
+    node: &str,
+    sql: &str,
+    params: &[Option<String>],
+    on_tuples: Option<&mut dyn FnMut(&PgResult)>,
+) -> DgResult<i64> {
+    with_slot(|slot| {
+        let dt = match slot {
+            Some(dt) => dt,
+            None => open(slot, Scope::Transaction),
+        };
+        dt.state.check_statement()?;
+        dt.touched = true;
+        let p = dt.participant(node)?;
+        if on_tuples.is_none() {
+            p.work = state::Work::Write;
+        }
+        p.run(sql, params, on_tuples)
+    })
+}
+
+/// `dg.dist_commit()`: runs the prepare phase now. In a block the block's
+/// COMMIT seals it; outside, the current statement's commit does.
+pub fn commit() -> DgResult<()> {
+    with_slot(|slot| {
+        let dt = slot.as_mut().ok_or(DgError::NoneInProgress)?;
+        dt.state.check_commit()?;
+        dt.state = DtState::Committing;
+        dt.touched = true;
+        // Session scope: local statements are not part of the DT. A block
+        // may still write locally after this call, so its commit must agree.
+        let local_must_agree = dt.scope == Scope::Transaction;
+        dt.prepare(local_must_agree)
+    })
+}
+
+/// `dg.dist_rollback()`: false when there was nothing to roll back. In a
+/// block the DT stays, aborted, so the block can only roll back.
+pub fn rollback() -> DgResult<bool> {
+    with_slot(|slot| {
+        let Some(dt) = slot.as_mut() else {
+            return Ok(false);
+        };
+        if dt.state == DtState::Committing {
+            return Err(DgError::AlreadyCommitting);
+        }
+        dt.abort();
+        match dt.scope {
+            Scope::Transaction => {
+                dt.state = DtState::Aborted;
+                let participants = std::mem::take(&mut dt.participants);
+                participants
+                    .into_iter()
+                    .for_each(|p| crate::remote::cache::give_back(p.conn));
+            }
+            Scope::Session => {
+                if let Some(dt) = slot.take() {
+                    dt.release();
+                }
+            }
+        }
+        Ok(true)
+    })
+}
+
+pub struct Status {
+    pub id: String,
+    pub state: &'static str,
+    pub scope: &'static str,
+    pub nodes: Vec<String>,
+}
+
+pub fn status() -> Option<Status> {
+    with_slot(|slot| {
+        Ok(slot.as_ref().map(|dt| Status {
+            id: dt.id.clone(),
+            state: dt.state.name(),
+            scope: match dt.scope {
+                Scope::Transaction => "transaction",
+                Scope::Session => "session",
+            },
+            nodes: dt.nodes(),
+        }))
+    })
+    .ok()
+    .flatten()
+}
+
+/// Visits the connections the DT holds, with their remote state.
+pub fn for_each_connection(mut f: impl FnMut(&Connection, &'static str)) {
+    let _ = with_slot(|slot| {
+        for p in slot.iter().flat_map(|dt| dt.participants.iter()) {
+            let state = match p.state {
+                state::RemoteState::Open if p.depth > 0 => "in transaction",
+                state::RemoteState::Open => "idle",
+                state::RemoteState::Prepared => "prepared",
+                state::RemoteState::Ended => "ended",
+            };
+            f(&p.conn, state);
+        }
+        Ok(())
+    });
+}
+
+/// True if the open DT uses `node`.
+pub fn uses_node(node: &str) -> bool {
+    with_slot(|slot| {
+        Ok(slot
+            .iter()
+            .any(|dt| dt.participants.iter().any(|p| p.conn.node == node)))
+    })
+    .unwrap_or(true)
+}
+
+/// A catalog change hit connections in use: close them once the DT ends.
+pub fn invalidate_in_use(hit: &dyn Fn(&Connection) -> bool) {
+    DT.with(|slot| {
+        if let Ok(mut slot) = slot.try_borrow_mut() {
+            for p in slot.iter_mut().flat_map(|dt| dt.participants.iter_mut()) {
+                if hit(&p.conn) {
+                    p.conn.invalidated = true;
+                }
+            }
+        }
+    });
+}
