@@ -5,8 +5,9 @@ use crate::error::{DgError, DgResult};
 use crate::remote::libpq::PgResult;
 use crate::xact;
 use pgrx::pg_sys;
+use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
-use pgrx::Array;
+use pgrx::{Array, PgLogLevel};
 use std::ffi::{c_char, CStr};
 
 fn ok<T>(r: DgResult<T>) -> T {
@@ -149,12 +150,15 @@ impl RowSink {
                     != 0
                 && !(*rsinfo).expectedDesc.is_null();
             if !usable {
-                ereport!(
-                    ERROR,
+                ErrorReport::new(
                     PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
                     "dg.dist_query must be called in FROM with a column definition list",
-                    "For example: SELECT * FROM dg.dist_query('node', 'SELECT 1') AS t(x int)."
-                );
+                    "dist_query",
+                )
+                .set_hint(
+                    "For example: SELECT * FROM dg.dist_query('node', 'SELECT 1') AS t(x int).",
+                )
+                .report(PgLogLevel::ERROR);
             }
             let per_query = (*(*rsinfo).econtext).ecxt_per_query_memory;
             let old = pg_sys::MemoryContextSwitchTo(per_query);

@@ -44,14 +44,23 @@ pub fn record_decision(xid: u64, dt_id: &str) {
     unsafe { pg_sys::ForceSyncCommit() };
 }
 
-/// Runs `f` as the bootstrap superuser, which owns dg's tables: users of
-/// dg need no privileges on them, and cannot write them directly. An error
-/// inside restores the user at transaction abort, as PostgreSQL does for
-/// every security-restricted operation.
+/// Runs SQL `f` as the bootstrap superuser, which owns dg's tables: users
+/// of dg need no privileges on them, and cannot write them directly. An
+/// error inside restores the user at transaction abort, as PostgreSQL does
+/// for every security-restricted operation. At a block's COMMIT no
+/// statement is running, so no snapshot is active; SPI needs one.
 fn as_owner<T>(f: impl FnOnce() -> T) -> T {
     let mut user = pg_sys::InvalidOid;
     let mut context = 0;
-    // SAFETY: save, switch and restore the backend's user id.
+    // SAFETY: save, switch and restore the backend's user id; push and pop
+    // the transaction snapshot if none is active.
+    let pushed = unsafe {
+        let push = !pg_sys::ActiveSnapshotSet();
+        if push {
+            pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+        }
+        push
+    };
     unsafe {
         pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
         pg_sys::SetUserIdAndSecContext(
@@ -61,6 +70,11 @@ fn as_owner<T>(f: impl FnOnce() -> T) -> T {
     }
     let out = f();
     // SAFETY: as above.
-    unsafe { pg_sys::SetUserIdAndSecContext(user, context) };
+    unsafe {
+        pg_sys::SetUserIdAndSecContext(user, context);
+        if pushed {
+            pg_sys::PopActiveSnapshot();
+        }
+    }
     out
 }

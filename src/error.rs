@@ -79,18 +79,12 @@ impl RemoteError {
 }
 
 impl DgError {
-    pub fn node(&self) -> Option<&str> {
-        use DgError::*;
+    /// The node named in a context line: for errors whose message is the
+    /// peer's own, or does not say which node it concerns.
+    fn context_node(&self) -> Option<&str> {
         match self {
-            UnknownNode(n) | NoUsage(n) | PasswordRequired(n) | PasswordNotUsed(n)
-            | NodeInUse(n) => Some(n),
-            NotANode { node, .. }
-            | Connect { node, .. }
-            | ConnectionLost { node, .. }
-            | Timeout { node, .. }
-            | RowtypeMismatch { node, .. }
-            | Unfinished { node, .. } => Some(node),
-            Remote(r) => Some(&r.node),
+            DgError::Remote(r) => Some(&r.node),
+            DgError::RowtypeMismatch { node, .. } => Some(node),
             _ => None,
         }
     }
@@ -212,8 +206,12 @@ impl DgError {
 
     /// Raise at ERROR level; never returns.
     pub fn raise(self) -> ! {
-        if let Some(node) = self.node() {
-            push_node_context(node);
+        if let Some(node) = self.context_node() {
+            let remote_code = match &self {
+                DgError::Remote(r) => packed_sqlstate(&r.sqlstate),
+                _ => None,
+            };
+            push_node_context(node, remote_code);
         }
         self.into_report().report(PgLogLevel::ERROR);
         unreachable!("ERROR does not return")
@@ -221,7 +219,7 @@ impl DgError {
 
     /// Report at WARNING level, with the node context line.
     pub fn warn(self) {
-        let node = self.node().map(str::to_owned);
+        let node = self.context_node().map(str::to_owned);
         let report = self.into_report();
         match node {
             Some(node) => with_node_context(&node, || report.report(PgLogLevel::WARNING)),
@@ -248,15 +246,19 @@ impl From<DgError> for ErrorReport {
 }
 
 /// SQLSTATEs arrive as five characters; PostgreSQL packs them six bits each.
-fn sqlstate_from_text(s: &str) -> PgSqlErrorCode {
+fn packed_sqlstate(s: &str) -> Option<i32> {
     let b = s.as_bytes();
-    if b.len() != 5 {
-        return ERRCODE_INTERNAL_ERROR;
-    }
-    let code = b.iter().enumerate().fold(0i32, |acc, (i, c)| {
-        acc | ((((*c as i32) - '0' as i32) & 0x3F) << (6 * i))
-    });
-    PgSqlErrorCode::from(code)
+    (b.len() == 5).then(|| {
+        b.iter().enumerate().fold(0i32, |acc, (i, c)| {
+            acc | ((((*c as i32) - '0' as i32) & 0x3F) << (6 * i))
+        })
+    })
+}
+
+/// pgrx knows only PostgreSQL's own codes; others (a PL/pgSQL
+/// `RAISE ... ERRCODE 'P0042'`) are restored by the context callback.
+fn sqlstate_from_text(s: &str) -> PgSqlErrorCode {
+    packed_sqlstate(s).map_or(ERRCODE_INTERNAL_ERROR, PgSqlErrorCode::from)
 }
 
 // The context line is added by an error-context callback, the way PostgreSQL
@@ -264,8 +266,10 @@ fn sqlstate_from_text(s: &str) -> PgSqlErrorCode {
 // record is static because the Rust frames that raised the error are unwound
 // before PostgreSQL calls it; PG_CATCH and the top-level error handler
 // restore error_context_stack afterwards, which unlinks it again.
+// The callback also sets the remote SQLSTATE exactly: errcode() applies to
+// the error being reported, which is on top of the stack while it runs.
 thread_local! {
-    static CONTEXT_NODE: RefCell<CString> = RefCell::new(CString::default());
+    static CONTEXT_NODE: RefCell<(CString, Option<i32>)> = RefCell::new((CString::default(), None));
 }
 static mut CONTEXT_CALLBACK: pg_sys::ErrorContextCallback = pg_sys::ErrorContextCallback {
     previous: std::ptr::null_mut(),
@@ -274,27 +278,35 @@ static mut CONTEXT_CALLBACK: pg_sys::ErrorContextCallback = pg_sys::ErrorContext
 };
 
 unsafe extern "C-unwind" {
-    // Excluded from pgrx's bindings; it is PostgreSQL's errcontext().
+    // Excluded from pgrx's bindings; PostgreSQL's errcontext() and errcode().
     fn errcontext_msg(fmt: *const c_char, ...) -> c_int;
+    fn errcode(sqlerrcode: c_int) -> c_int;
 }
 
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn node_context_callback(_arg: *mut c_void) {
     CONTEXT_NODE.with(|n| {
-        // SAFETY: format and argument are NUL-terminated and live for the call.
-        unsafe { errcontext_msg(c"on node \"%s\"".as_ptr(), n.borrow().as_ptr()) };
+        let (node, code) = &*n.borrow();
+        // SAFETY: called by errfinish with an error being reported; format
+        // and argument are NUL-terminated and live for the call.
+        unsafe {
+            errcontext_msg(c"on node \"%s\"".as_ptr(), node.as_ptr());
+            if let Some(code) = code {
+                errcode(*code);
+            }
+        }
     });
 }
 
-fn set_context_node(node: &str) {
+fn set_context_node(node: &str, code: Option<i32>) {
     let name = CString::new(node.replace('\0', "")).unwrap_or_default();
-    CONTEXT_NODE.with(|n| *n.borrow_mut() = name);
+    CONTEXT_NODE.with(|n| *n.borrow_mut() = (name, code));
 }
 
 /// Link the static callback for an ERROR about to be raised. Linking it
 /// twice would make the list a cycle, so an already linked record stays.
-fn push_node_context(node: &str) {
-    set_context_node(node);
+fn push_node_context(node: &str, code: Option<i32>) {
+    set_context_node(node, code);
     // SAFETY: backend-local globals touched only from the backend's thread.
     unsafe {
         let cb = &raw mut CONTEXT_CALLBACK;
@@ -307,7 +319,7 @@ fn push_node_context(node: &str) {
 
 /// For messages below ERROR, which return: link the callback just for the call.
 fn with_node_context(node: &str, f: impl FnOnce()) {
-    set_context_node(node);
+    set_context_node(node, None);
     // SAFETY: as above; the previous stack is restored before returning.
     unsafe {
         let cb = &raw mut CONTEXT_CALLBACK;

@@ -5,9 +5,10 @@
 
 use crate::error::{DgError, DgResult};
 use crate::remote::libpq;
+use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::pg_sys::{self, Oid};
 use pgrx::prelude::*;
-use pgrx::PgList;
+use pgrx::{PgList, PgLogLevel};
 use std::ffi::{CStr, CString};
 
 /// Options that are libpq keywords but that dg sets itself or that would
@@ -90,12 +91,13 @@ fn dg_fdw_validator(options: Option<Vec<Option<String>>>, catalog: Option<Oid>) 
                 (None, _) => "The dg foreign-data wrapper takes no options.".to_string(),
                 _ => format!("Valid options in this context are: {}.", valid.join(", ")),
             };
-            ereport!(
-                ERROR,
+            ErrorReport::new(
                 PgSqlErrorCode::ERRCODE_FDW_INVALID_OPTION_NAME,
                 format!("invalid option \"{key}\""),
-                hint
-            );
+                "dg_fdw_validator",
+            )
+            .set_hint(hint)
+            .report(PgLogLevel::ERROR);
         }
         if key == PASSWORD_REQUIRED {
             let Some(required) = parse_bool(value) else {
@@ -107,12 +109,13 @@ fn dg_fdw_validator(options: Option<Vec<Option<String>>>, catalog: Option<Oid>) 
             };
             // SAFETY: plain catalog lookup of the current user.
             if !required && !unsafe { pg_sys::superuser() } {
-                ereport!(
-                    ERROR,
+                ErrorReport::new(
                     PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
                     "password_required=false is superuser-only",
-                    "User mappings with the password_required option set to false may only be created or modified by a superuser."
-                );
+                    "dg_fdw_validator",
+                )
+                .set_hint("Ask a superuser to create or change this user mapping.")
+                .report(PgLogLevel::ERROR);
             }
         }
     }
