@@ -51,6 +51,8 @@ fn dist_rollback() {
     }
 }
 
+// pgrx reads the row type from the signature, so it must be written inline.
+#[allow(clippy::type_complexity)]
 #[pg_extern(sql = false)]
 fn dist_status() -> TableIterator<
     'static,

@@ -7,6 +7,7 @@ use pgrx::prelude::*;
 
 /// `dg.connections()`: this session's connections, cached or in use. Never
 /// shows connection options, so never a password.
+#[allow(clippy::type_complexity)]
 #[pg_extern(sql = false)]
 fn connections() -> TableIterator<
     'static,
@@ -42,6 +43,7 @@ fn connections() -> TableIterator<
 
 /// `dg.gid_info(gid)`: what a dg GID says (for reading `pg_prepared_xacts`
 /// on a peer); no row for a GID dg did not make.
+#[allow(clippy::type_complexity)]
 #[pg_extern(sql = false)]
 fn gid_info(
     gid: &str,
