@@ -43,3 +43,18 @@ SELECT dg.dist_exec('peer_down', 'SELECT 1');
 \echo :LAST_ERROR_SQLSTATE
 \set VERBOSITY default
 DROP SERVER peer_down CASCADE;
+
+-- A cancelled local statement cancels the remote one; nothing is left
+-- running or open on the peer.
+SET statement_timeout = '200ms';
+SELECT dg.dist_exec('peer1', 'SELECT pg_sleep(60)');
+\echo :LAST_ERROR_SQLSTATE
+RESET statement_timeout;
+SET dg.remote_statement_timeout = '200ms';
+SELECT dg.dist_exec('peer1', 'SELECT pg_sleep(60)');
+\echo :LAST_ERROR_SQLSTATE
+RESET dg.remote_statement_timeout;
+SELECT * FROM dg.dist_query('peer1',
+    'SELECT count(*) FROM pg_stat_activity WHERE query LIKE ''%pg_sleep(60)%'' AND pid <> pg_backend_pid()')
+    AS t(still_running bigint);
+SELECT node, state FROM dg.connections() WHERE node = 'peer1';
