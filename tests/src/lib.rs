@@ -1,0 +1,479 @@
+//! Harness for dg's multi-node tests: throwaway PostgreSQL 15 clusters on
+//! loopback, one coordinator (with dg preloaded) and plain peers.
+//!
+//! Tests run as root, but initdb and postgres refuse to, so every server
+//! command runs as the `postgres` user through `runuser`. Each node lives in
+//! its own directory under `<tmp>/dg-tests/`, owned by `postgres`; the
+//! directory name starts with our pid so a later run can reap what a killed
+//! run left behind.
+//!
+//! Nodes stop when dropped (also while a panicking test unwinds). Clusters
+//! shared through a `static` are never dropped, so every started node is
+//! also registered, and an `atexit` handler stops whatever is still running
+//! when the test binary exits.
+
+use postgres::{Client, NoTls};
+use std::fs;
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, Once};
+use std::time::{Duration, Instant};
+
+pub use postgres;
+
+/// Binaries of the PostgreSQL the extension is installed into.
+pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// Data directories of nodes that are (or may be) running.
+static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+static AT_EXIT: Once = Once::new();
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" {
+    fn atexit(cb: extern "C" fn()) -> std::ffi::c_int;
+}
+
+/// Stops every node still registered: those of `static` clusters, which
+/// no destructor reaches. libtest ends with `exit()`, which runs this.
+extern "C" fn stop_all_at_exit() {
+    let dirs = std::mem::take(&mut *LIVE.lock().unwrap_or_else(|e| e.into_inner()));
+    for dir in dirs {
+        stop_and_remove(&dir);
+    }
+}
+
+fn base_dir() -> PathBuf {
+    std::env::temp_dir().join("dg-tests")
+}
+
+/// Runs a command as the `postgres` OS user in `cwd` (which that user must
+/// be able to enter, or initdb complains).
+fn as_postgres(cwd: &Path, args: &[&str]) -> Output {
+    // Without RUST_BACKTRACE, errors re-raised through pgrx carry no
+    // backtrace in their DETAIL.
+    Command::new("runuser")
+        .env_remove("RUST_BACKTRACE")
+        .args(["-u", "postgres", "--"])
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {args:?} via runuser: {e}"))
+}
+
+/// Immediate shutdown of the server in `data`, if one runs there.
+fn pg_stop(data: &Path) {
+    if data.join("postmaster.pid").exists() {
+        let pg_ctl = format!("{PG_BIN}/pg_ctl");
+        let _ = as_postgres(
+            Path::new("/"),
+            &[
+                &pg_ctl,
+                "-D",
+                data.to_str().unwrap(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+        );
+    }
+}
+
+fn stop_and_remove(dir: &Path) {
+    pg_stop(&dir.join("data"));
+    let _ = fs::remove_dir_all(dir);
+}
+
+/// Removes nodes left by test processes that no longer exist (killed
+/// before their `atexit` ran).
+fn reap_stale() {
+    let Ok(entries) = fs::read_dir(base_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let pid = name.split('-').next().unwrap_or_default();
+        let alive = pid
+            .parse::<u32>()
+            .is_ok_and(|p| Path::new(&format!("/proc/{p}")).exists());
+        if !alive {
+            stop_and_remove(&entry.path());
+        }
+    }
+}
+
+/// A free loopback port. The listener is closed before postgres binds it,
+/// so another process could take it in between; `Node::start` retries.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("cannot bind 127.0.0.1:0")
+        .port()
+}
+
+/// One running PostgreSQL server.
+pub struct Node {
+    pub name: String,
+    pub port: u16,
+    dir: PathBuf,
+    stopped: AtomicBool,
+}
+
+impl Node {
+    /// initdb + start a server on a free port with `extra_conf` lines
+    /// appended to postgresql.conf.
+    pub fn start(name: &str, extra_conf: &[&str]) -> Node {
+        AT_EXIT.call_once(|| {
+            reap_stale();
+            // SAFETY: registers a plain extern "C" function with no state.
+            unsafe { atexit(stop_all_at_exit) };
+        });
+        let base = base_dir();
+        fs::create_dir_all(&base).expect("create dg-tests dir");
+        // The postgres user must traverse it (the system temp dir is 1777).
+        fs::set_permissions(&base, fs::Permissions::from_mode(0o755)).expect("chmod dg-tests dir");
+
+        let seq = SEQ.fetch_add(1, Ordering::SeqCst);
+        let dir = base.join(format!("{}-{seq}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir(&dir).expect("create node dir");
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod node dir");
+        let chown = Command::new("chown")
+            .args(["postgres:postgres", dir.to_str().unwrap()])
+            .status()
+            .expect("run chown");
+        assert!(chown.success(), "chown {dir:?} to postgres failed");
+        LIVE.lock().unwrap().push(dir.clone());
+
+        let data = dir.join("data");
+        let data_s = data.to_str().unwrap().to_string();
+        let initdb = format!("{PG_BIN}/initdb");
+        let out = as_postgres(
+            &dir,
+            &[
+                &initdb,
+                "-D",
+                &data_s,
+                "--auth=trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "--locale=C",
+                "-E",
+                "UTF8",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "initdb for {name} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+
+        // A port taken between free_port() and the bind makes the start
+        // fail; try a few fresh ports before giving up.
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            let mut conf = vec![
+                "listen_addresses = '127.0.0.1'".to_string(),
+                format!("port = {port}"),
+                format!("unix_socket_directories = '{data_s}'"),
+                "max_prepared_transactions = 20".into(),
+                "fsync = off".into(),
+                "log_line_prefix = '%m [%p] %q%a '".into(),
+            ];
+            conf.extend(extra_conf.iter().map(|s| s.to_string()));
+            fs::write(data.join("postgresql.auto.conf"), conf.join("\n") + "\n")
+                .expect("write postgresql.auto.conf");
+            let pg_ctl = format!("{PG_BIN}/pg_ctl");
+            let log = dir.join("server.log");
+            let out = as_postgres(
+                &dir,
+                &[
+                    &pg_ctl,
+                    "-D",
+                    &data_s,
+                    "-l",
+                    log.to_str().unwrap(),
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                ],
+            );
+            if out.status.success() {
+                return Node {
+                    name: name.to_string(),
+                    port,
+                    dir,
+                    stopped: AtomicBool::new(false),
+                };
+            }
+            last_error = format!(
+                "{}\n--- server log ---\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                fs::read_to_string(&log).unwrap_or_default()
+            );
+            pg_stop(&data);
+            if !last_error.contains("could not bind")
+                && !last_error.contains("could not create any TCP/IP sockets")
+            {
+                break;
+            }
+        }
+        stop_and_remove(&dir);
+        panic!("cannot start node {name}: {last_error}");
+    }
+
+    /// A coordinator: a node with dg preloaded (its callbacks and worker
+    /// need `shared_preload_libraries`).
+    pub fn coordinator(name: &str, extra_conf: &[&str]) -> Node {
+        let mut conf = vec!["shared_preload_libraries = 'dg'"];
+        conf.extend_from_slice(extra_conf);
+        Node::start(name, &conf)
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.join("server.log")
+    }
+
+    /// The server log, for failure messages.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// A connection as superuser `postgres` over TCP. The application name
+    /// tells the tests' own sessions apart from dg's (`dg`) on the peers.
+    pub fn client(&self, db: &str) -> Client {
+        let conn = format!(
+            "host=127.0.0.1 port={} user=postgres dbname={db} application_name=dg-tests connect_timeout=10",
+            self.port
+        );
+        Client::connect(&conn, NoTls)
+            .unwrap_or_else(|e| panic!("connect to {} db {db}: {e}", self.name))
+    }
+
+    /// Immediate shutdown and removal of the directory; idempotent.
+    pub fn stop(&self) {
+        if self.stopped.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        stop_and_remove(&self.dir);
+        LIVE.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|d| d != &self.dir);
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One coordinator and `n` peers.
+pub struct Cluster {
+    pub coordinator: Node,
+    pub peers: Vec<Node>,
+}
+
+impl Cluster {
+    pub fn start(npeers: usize) -> Cluster {
+        Cluster::start_with(npeers, &[])
+    }
+
+    /// `coordinator_conf`: extra postgresql.conf lines for the coordinator.
+    pub fn start_with(npeers: usize, coordinator_conf: &[&str]) -> Cluster {
+        Cluster {
+            coordinator: Node::coordinator("coord", coordinator_conf),
+            peers: (1..=npeers)
+                .map(|i| Node::start(&format!("peer{i}"), &[]))
+                .collect(),
+        }
+    }
+
+    /// Creates database `name` on every node, dg in the coordinator's, and
+    /// nodes `peer1..peerN` with a PUBLIC user mapping as `postgres`.
+    /// Each test takes its own database so tests sharing a cluster stay
+    /// independent (pg_stat_activity and dg.decisions are filtered or kept
+    /// per database).
+    pub fn db(&self, name: &str) -> Db<'_> {
+        for node in std::iter::once(&self.coordinator).chain(&self.peers) {
+            node.client("postgres")
+                .batch_execute(&format!("CREATE DATABASE {name}"))
+                .unwrap_or_else(|e| panic!("create database {name} on {}: {e}", node.name));
+        }
+        let mut c = self.coordinator.client(name);
+        c.batch_execute("CREATE EXTENSION dg")
+            .expect("CREATE EXTENSION dg");
+        for (i, peer) in self.peers.iter().enumerate() {
+            c.batch_execute(&format!(
+                "CREATE SERVER peer{n} FOREIGN DATA WRAPPER dg
+                     OPTIONS (host '127.0.0.1', port '{port}', dbname '{name}');
+                 CREATE USER MAPPING FOR PUBLIC SERVER peer{n} OPTIONS (user 'postgres');",
+                n = i + 1,
+                port = peer.port,
+            ))
+            .expect("create dg server");
+        }
+        Db {
+            cluster: self,
+            name: name.to_string(),
+        }
+    }
+}
+
+/// One test's database across a cluster.
+pub struct Db<'a> {
+    pub cluster: &'a Cluster,
+    pub name: String,
+}
+
+impl Db<'_> {
+    /// A new session on the coordinator.
+    pub fn coord(&self) -> Client {
+        self.cluster.coordinator.client(&self.name)
+    }
+
+    /// A new session on peer `i` (1-based, as in the node names).
+    pub fn peer(&self, i: usize) -> Client {
+        self.cluster.peers[i - 1].client(&self.name)
+    }
+
+    /// Runs `sql` (several statements allowed) directly on every peer.
+    pub fn on_peers(&self, sql: &str) {
+        for i in 1..=self.cluster.peers.len() {
+            self.peer(i)
+                .batch_execute(sql)
+                .unwrap_or_else(|e| panic!("on peer{i}: {e}"));
+        }
+    }
+
+    /// Prepared transactions on peer `i` in this test's database (tests
+    /// sharing a cluster must only count their own).
+    pub fn prepared(&self, i: usize) -> i64 {
+        scalar(
+            &mut self.peer(i),
+            "SELECT count(*) FROM pg_prepared_xacts WHERE database = current_database()",
+        )
+    }
+
+    /// GIDs of prepared transactions on peer `i` in this database.
+    pub fn prepared_gids(&self, i: usize) -> Vec<String> {
+        self.peer(i)
+            .query(
+                "SELECT gid FROM pg_prepared_xacts WHERE database = current_database() ORDER BY gid",
+                &[],
+            )
+            .expect("read pg_prepared_xacts")
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+
+    /// dg's sessions on peer `i` that are still doing something: running a
+    /// statement or holding a transaction open. Idle cached connections
+    /// are fine.
+    pub fn busy_dg_sessions(&self, i: usize) -> i64 {
+        scalar(
+            &mut self.peer(i),
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE datname = current_database() AND application_name = 'dg'
+                AND state IS DISTINCT FROM 'idle'",
+        )
+    }
+
+    /// Sessions on peer `i` (other than the asking one) running pg_sleep.
+    pub fn sleeping_sessions(&self, i: usize) -> i64 {
+        scalar(
+            &mut self.peer(i),
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE datname = current_database() AND pid <> pg_backend_pid()
+                AND state = 'active' AND query LIKE '%pg\\_sleep%'",
+        )
+    }
+
+    /// `balance` of account `id` on peer `i`, read directly from the peer.
+    pub fn balance(&self, i: usize, id: i32) -> i64 {
+        self.peer(i)
+            .query_one("SELECT balance FROM accounts WHERE id = $1", &[&id])
+            .expect("read balance")
+            .get(0)
+    }
+}
+
+/// The first column of the first row, as bigint.
+pub fn scalar(c: &mut Client, sql: &str) -> i64 {
+    c.query_one(sql, &[])
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
+}
+
+/// `dg.dist_exec(node, sql, VARIADIC params)` with the parameters bound
+/// client-side; returns dg's result (rows affected) or the error.
+pub fn dist_exec(
+    c: &mut Client,
+    node: &str,
+    sql: &str,
+    params: &[&str],
+) -> Result<i64, postgres::Error> {
+    let params: Vec<&str> = params.to_vec();
+    c.query_one(
+        "SELECT dg.dist_exec($1, $2, VARIADIC $3)",
+        &[&node, &sql, &params],
+    )
+    .map(|r| r.get(0))
+}
+
+/// The SQLSTATE of a server error, if it is one.
+pub fn sqlstate(e: &postgres::Error) -> Option<&str> {
+    e.code().map(|c| c.code())
+}
+
+/// Asserts `r` failed with SQLSTATE `code`; returns the error for more checks.
+#[track_caller]
+pub fn expect_sqlstate<T: std::fmt::Debug>(
+    r: Result<T, postgres::Error>,
+    code: &str,
+) -> postgres::Error {
+    match r {
+        Ok(v) => panic!("expected SQLSTATE {code}, but it succeeded with {v:?}"),
+        Err(e) => {
+            assert_eq!(sqlstate(&e), Some(code), "wrong error: {e:?}");
+            e
+        }
+    }
+}
+
+/// Polls `cond` every 50 ms until it holds or `timeout` passes; returns
+/// whether it held. Tests synchronise with this, never with bare sleeps.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A server error's message, detail, hint and context in one string, to
+/// check what it says (e.g. that it names the node).
+pub fn error_text(e: &postgres::Error) -> String {
+    e.as_db_error().map_or_else(
+        || e.to_string(),
+        |d| {
+            [Some(d.message()), d.detail(), d.hint(), d.where_()]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join("\n")
+        },
+    )
+}

@@ -1,0 +1,502 @@
+//! Core semantics of DESIGN §2–3 across a coordinator and two peers.
+//!
+//! Every effect is checked on the peers themselves, through their own
+//! connections, never only through dg. The tests share one cluster, each
+//! in its own database, so they are independent and may run in parallel.
+
+use dg_tests::{dist_exec, error_text, expect_sqlstate, scalar, wait_until, Cluster, Db};
+use std::sync::LazyLock;
+use std::time::{Duration, Instant};
+
+static CLUSTER: LazyLock<Cluster> = LazyLock::new(|| Cluster::start(2));
+
+/// A database with `accounts(id, balance)` on both peers, account 1
+/// holding 1000 on each.
+fn bank(name: &str) -> Db<'static> {
+    let db = CLUSTER.db(name);
+    db.on_peers(
+        "CREATE TABLE accounts (id int PRIMARY KEY, balance bigint NOT NULL);
+         INSERT INTO accounts VALUES (1, 1000);",
+    );
+    db
+}
+
+/// Nothing of the DT is left open or prepared on any peer.
+#[track_caller]
+fn assert_peers_clean(db: &Db) {
+    for i in 1..=2 {
+        assert_eq!(
+            db.prepared(i),
+            0,
+            "prepared transactions left on peer{i}: {:?}",
+            db.prepared_gids(i)
+        );
+        // The remote transaction ends before the coordinator's statement
+        // returns, but pg_stat_activity is read from another session:
+        // poll briefly rather than assume.
+        assert!(
+            wait_until(Duration::from_secs(5), || db.busy_dg_sessions(i) == 0),
+            "dg session still busy on peer{i}"
+        );
+    }
+}
+
+fn dist_state(c: &mut postgres::Client) -> String {
+    c.query_one("SELECT state FROM dg.dist_status()", &[])
+        .expect("dist_status")
+        .get(0)
+}
+
+#[test]
+fn transfer_commits_on_both_peers() {
+    let db = bank("transfer");
+    let mut c = db.coord();
+    let id: String = c.query_one("SELECT dg.dist_begin()", &[]).unwrap().get(0);
+    assert!(!id.is_empty(), "dist_begin returned an empty id");
+    // The VARIADIC form a user writes, parameters as text.
+    let n: i64 = c
+        .query_one(
+            "SELECT dg.dist_exec('peer1', 'UPDATE accounts SET balance = balance - $1 WHERE id = $2', '100', '1')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1, "rows affected on peer1");
+    let n: i64 = c
+        .query_one(
+            "SELECT dg.dist_exec('peer2', 'UPDATE accounts SET balance = balance + $1 WHERE id = $2', '100', '1')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1, "rows affected on peer2");
+    // The session DT spans statements: nothing is visible on the peers yet.
+    assert_eq!(
+        (db.balance(1, 1), db.balance(2, 1)),
+        (1000, 1000),
+        "visible before dist_commit"
+    );
+
+    c.batch_execute("SELECT dg.dist_commit()")
+        .expect("dist_commit");
+
+    assert_eq!(db.balance(1, 1), 900);
+    assert_eq!(db.balance(2, 1), 1100);
+    assert_eq!(
+        db.balance(1, 1) + db.balance(2, 1),
+        2000,
+        "money created or lost"
+    );
+    assert_peers_clean(&db);
+    assert_eq!(dist_state(&mut c), "none");
+}
+
+#[test]
+fn error_on_peer2_rolls_back_peer1() {
+    let db = bank("peer_error");
+    let mut c = db.coord();
+
+    // In a transaction block.
+    c.batch_execute("BEGIN").unwrap();
+    assert_eq!(
+        dist_exec(
+            &mut c,
+            "peer1",
+            "UPDATE accounts SET balance = balance - 100 WHERE id = 1",
+            &[]
+        )
+        .unwrap(),
+        1
+    );
+    let e = expect_sqlstate(
+        dist_exec(
+            &mut c,
+            "peer2",
+            "INSERT INTO accounts VALUES ($1, 0)",
+            &["1"],
+        ),
+        "23505",
+    );
+    assert!(
+        error_text(&e).contains("\"peer2\""),
+        "remote error does not name the node: {e:?}"
+    );
+    c.batch_execute("ROLLBACK").unwrap();
+    assert_eq!(
+        db.balance(1, 1),
+        1000,
+        "peer1 kept the update of a failed DT"
+    );
+    assert_eq!(db.balance(2, 1), 1000);
+    assert_peers_clean(&db);
+    assert_eq!(dist_state(&mut c), "none");
+
+    // Session DT in autocommit: the failure aborts it; commit is refused
+    // like in an aborted block, and only dist_rollback() ends it.
+    c.batch_execute("SELECT dg.dist_begin()").unwrap();
+    assert_eq!(
+        dist_exec(
+            &mut c,
+            "peer1",
+            "UPDATE accounts SET balance = balance - 100 WHERE id = 1",
+            &[]
+        )
+        .unwrap(),
+        1
+    );
+    expect_sqlstate(
+        dist_exec(&mut c, "peer2", "INSERT INTO accounts VALUES (1, 0)", &[]),
+        "23505",
+    );
+    assert_eq!(dist_state(&mut c), "aborted");
+    expect_sqlstate(c.batch_execute("SELECT dg.dist_commit()"), "25P02");
+    c.batch_execute("SELECT dg.dist_rollback()")
+        .expect("dist_rollback after failure");
+    assert_eq!(dist_state(&mut c), "none");
+    assert_eq!(
+        db.balance(1, 1),
+        1000,
+        "peer1 kept the update of a failed session DT"
+    );
+    assert_eq!(db.balance(2, 1), 1000);
+    assert_peers_clean(&db);
+}
+
+#[test]
+fn local_and_remote_commit_or_abort_together() {
+    let db = CLUSTER.db("local_remote");
+    db.on_peers("CREATE TABLE t (id int)");
+    let mut c = db.coord();
+    c.batch_execute("CREATE TABLE local_t (id int)").unwrap();
+    let count = |db: &Db, c: &mut postgres::Client, id: i32| -> (i64, i64, i64) {
+        let q = format!("SELECT count(*) FROM t WHERE id = {id}");
+        (
+            scalar(c, &format!("SELECT count(*) FROM local_t WHERE id = {id}")),
+            scalar(&mut db.peer(1), &q),
+            scalar(&mut db.peer(2), &q),
+        )
+    };
+
+    // COMMIT: all three.
+    c.batch_execute("BEGIN; INSERT INTO local_t VALUES (1)")
+        .unwrap();
+    dist_exec(&mut c, "peer1", "INSERT INTO t VALUES (1)", &[]).unwrap();
+    dist_exec(&mut c, "peer2", "INSERT INTO t VALUES (1)", &[]).unwrap();
+    c.batch_execute("COMMIT").unwrap();
+    assert_eq!(
+        count(&db, &mut c, 1),
+        (1, 1, 1),
+        "(local, peer1, peer2) after COMMIT"
+    );
+    assert_peers_clean(&db);
+
+    // ROLLBACK: none.
+    c.batch_execute("BEGIN; INSERT INTO local_t VALUES (2)")
+        .unwrap();
+    dist_exec(&mut c, "peer1", "INSERT INTO t VALUES (2)", &[]).unwrap();
+    dist_exec(&mut c, "peer2", "INSERT INTO t VALUES (2)", &[]).unwrap();
+    c.batch_execute("ROLLBACK").unwrap();
+    assert_eq!(
+        count(&db, &mut c, 2),
+        (0, 0, 0),
+        "(local, peer1, peer2) after ROLLBACK"
+    );
+    assert_peers_clean(&db);
+
+    // A deferred FK on peer2 accepts the row at statement time and fails
+    // only at PREPARE TRANSACTION, after peer1 may already have prepared.
+    db.peer(2)
+        .batch_execute(
+            "CREATE TABLE parent (id int PRIMARY KEY);
+             CREATE TABLE child (id int, parent int REFERENCES parent DEFERRABLE INITIALLY DEFERRED);",
+        )
+        .unwrap();
+    c.batch_execute("BEGIN; INSERT INTO local_t VALUES (3)")
+        .unwrap();
+    dist_exec(&mut c, "peer1", "INSERT INTO t VALUES (3)", &[]).unwrap();
+    dist_exec(&mut c, "peer2", "INSERT INTO child VALUES (3, 999)", &[])
+        .expect("a deferred constraint must not fail at statement time");
+    let e = expect_sqlstate(c.batch_execute("COMMIT"), "23503");
+    assert!(
+        error_text(&e).contains("\"peer2\""),
+        "error does not name the node: {e:?}"
+    );
+    assert_eq!(
+        scalar(&mut c, "SELECT count(*) FROM local_t WHERE id = 3"),
+        0,
+        "local row committed"
+    );
+    assert_eq!(
+        scalar(&mut db.peer(1), "SELECT count(*) FROM t WHERE id = 3"),
+        0,
+        "peer1 row committed"
+    );
+    assert_eq!(
+        scalar(&mut db.peer(2), "SELECT count(*) FROM child"),
+        0,
+        "peer2 row committed"
+    );
+    assert_peers_clean(&db);
+    assert_eq!(dist_state(&mut c), "none");
+}
+
+#[test]
+fn statement_timeout_cancels_remote() {
+    let db = CLUSTER.db("stmt_timeout");
+    let mut c = db.coord();
+    let peer_cleaned_up = |what: &str| {
+        assert!(
+            wait_until(Duration::from_secs(10), || db.sleeping_sessions(1) == 0),
+            "{what}: pg_sleep still running on peer1"
+        );
+        assert!(
+            wait_until(Duration::from_secs(10), || db.busy_dg_sessions(1) == 0),
+            "{what}: dg session still busy (idle in transaction?) on peer1"
+        );
+    };
+
+    // The local statement_timeout interrupts the wait on the peer.
+    c.batch_execute("SET statement_timeout = '300ms'").unwrap();
+    let t = Instant::now();
+    expect_sqlstate(
+        dist_exec(&mut c, "peer1", "SELECT pg_sleep(30)", &[]),
+        "57014",
+    );
+    let elapsed = t.elapsed();
+    assert!(
+        elapsed < Duration::from_secs(10),
+        "statement_timeout took {elapsed:?}"
+    );
+    peer_cleaned_up("statement_timeout");
+    c.batch_execute("RESET statement_timeout").unwrap();
+
+    // dg's own limit, with no local statement_timeout.
+    c.batch_execute("SET dg.remote_statement_timeout = '300ms'")
+        .unwrap();
+    let t = Instant::now();
+    let e = expect_sqlstate(
+        dist_exec(&mut c, "peer1", "SELECT pg_sleep(30)", &[]),
+        "57014",
+    );
+    let elapsed = t.elapsed();
+    assert!(
+        elapsed < Duration::from_secs(10),
+        "dg.remote_statement_timeout took {elapsed:?}"
+    );
+    assert!(
+        error_text(&e).contains("\"peer1\""),
+        "error does not name the node: {e:?}"
+    );
+    peer_cleaned_up("dg.remote_statement_timeout");
+
+    // The session is usable afterwards.
+    c.batch_execute("RESET dg.remote_statement_timeout")
+        .unwrap();
+    dist_exec(&mut c, "peer1", "SELECT 1", &[]).expect("session unusable after the timeout");
+}
+
+#[test]
+fn committed_2pc_leaves_decision_and_no_prepared() {
+    let db = bank("decisions");
+    let mut c = db.coord();
+    let decisions = |c: &mut postgres::Client| scalar(c, "SELECT count(*) FROM dg.decisions");
+    let before = decisions(&mut c);
+
+    c.batch_execute("BEGIN").unwrap();
+    dist_exec(
+        &mut c,
+        "peer1",
+        "UPDATE accounts SET balance = balance - 10 WHERE id = 1",
+        &[],
+    )
+    .unwrap();
+    dist_exec(
+        &mut c,
+        "peer2",
+        "UPDATE accounts SET balance = balance + 10 WHERE id = 1",
+        &[],
+    )
+    .unwrap();
+    c.batch_execute("COMMIT").unwrap();
+    // Read from another session: the decision must be committed.
+    assert_eq!(
+        decisions(&mut db.coord()),
+        before + 1,
+        "two-phase commit wrote no decision row"
+    );
+    assert_eq!((db.balance(1, 1), db.balance(2, 1)), (990, 1010));
+    assert_peers_clean(&db);
+
+    // One writer and no local writes: one-phase, no decision row.
+    c.batch_execute("BEGIN").unwrap();
+    dist_exec(
+        &mut c,
+        "peer1",
+        "UPDATE accounts SET balance = balance - 10 WHERE id = 1",
+        &[],
+    )
+    .unwrap();
+    c.batch_execute("COMMIT").unwrap();
+    assert_eq!(
+        decisions(&mut db.coord()),
+        before + 1,
+        "one-phase commit wrote a decision row"
+    );
+    assert_eq!(db.balance(1, 1), 980);
+    assert_peers_clean(&db);
+}
+
+#[test]
+fn gid_format() {
+    let db = CLUSTER.db("gid_format");
+    let mut c = db.coord();
+    let coordinator: String = c
+        .query_one("SELECT id::text FROM dg.coordinator", &[])
+        .unwrap()
+        .get(0);
+    let database: u32 = c
+        .query_one(
+            "SELECT oid FROM pg_database WHERE datname = current_database()",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let mapping: u32 = c
+        .query_one(
+            "SELECT umid FROM pg_user_mappings WHERE srvname = 'peer1'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    // Past 2^32: the xid part is a 64-bit full transaction id.
+    let xid: i64 = 0x1_2345_6789;
+    let gid = format!("dg_{coordinator}_{database}_{xid}_{mapping}");
+    assert!(gid.len() < 200, "GID over PostgreSQL's limit: {gid}");
+
+    let rows = c
+        .query(
+            "SELECT coordinator, database, xid, user_mapping FROM dg.gid_info($1)",
+            &[&gid],
+        )
+        .unwrap();
+    assert_eq!(
+        rows.len(),
+        1,
+        "gid_info({gid}) returned {} rows",
+        rows.len()
+    );
+    let r = &rows[0];
+    assert_eq!(r.get::<_, String>(0), coordinator);
+    assert_eq!(r.get::<_, u32>(1), database);
+    assert_eq!(r.get::<_, i64>(2), xid);
+    assert_eq!(r.get::<_, u32>(3), mapping);
+
+    for bad in [
+        "citus_1_2".to_string(),
+        format!("citus_{coordinator}_{database}_{xid}_{mapping}"),
+        format!("{gid}_7"),
+        format!("dg_{coordinator}_{database}_{xid}"),
+        format!("dg_not-a-uuid_{database}_{xid}_{mapping}"),
+        String::new(),
+    ] {
+        let n = c
+            .query("SELECT * FROM dg.gid_info($1)", &[&bad])
+            .unwrap()
+            .len();
+        assert_eq!(n, 0, "gid_info({bad:?}) accepted a GID dg did not make");
+    }
+}
+
+/// The GIDs dg really prepares, observed without racing: inside a block,
+/// `dg.dist_commit()` runs the prepare phase at once and the block's COMMIT
+/// seals it (DESIGN §2), so in between the peers hold the prepared
+/// transactions for us to read.
+#[test]
+fn real_gids_follow_the_format() {
+    let db = CLUSTER.db("real_gids");
+    db.on_peers("CREATE TABLE t (id int)");
+    let mut c = db.coord();
+    let coordinator: String = c
+        .query_one("SELECT id::text FROM dg.coordinator", &[])
+        .unwrap()
+        .get(0);
+    let database: u32 = c
+        .query_one(
+            "SELECT oid FROM pg_database WHERE datname = current_database()",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+
+    c.batch_execute("BEGIN").unwrap();
+    dist_exec(&mut c, "peer1", "INSERT INTO t VALUES (1)", &[]).unwrap();
+    dist_exec(&mut c, "peer2", "INSERT INTO t VALUES (1)", &[]).unwrap();
+    c.batch_execute("SELECT dg.dist_commit()")
+        .expect("dist_commit in a block");
+    // The prepare phase assigned the local xid; this only reads it.
+    let xid: i64 = c.query_one("SELECT txid_current()", &[]).unwrap().get(0);
+
+    for i in 1..=2 {
+        let gids = db.prepared_gids(i);
+        assert_eq!(
+            gids.len(),
+            1,
+            "peer{i} should hold one prepared transaction: {gids:?}"
+        );
+        let mapping: u32 = c
+            .query_one(
+                "SELECT umid FROM pg_user_mappings WHERE srvname = $1",
+                &[&format!("peer{i}")],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            gids[0],
+            format!("dg_{coordinator}_{database}_{xid}_{mapping}"),
+            "GID on peer{i}"
+        );
+        let info = c
+            .query_one("SELECT xid, user_mapping FROM dg.gid_info($1)", &[&gids[0]])
+            .unwrap();
+        assert_eq!(
+            (info.get::<_, i64>(0), info.get::<_, u32>(1)),
+            (xid, mapping)
+        );
+    }
+    c.batch_execute("COMMIT").unwrap();
+    for i in 1..=2 {
+        assert_eq!(
+            scalar(&mut db.peer(i), "SELECT count(*) FROM t"),
+            1,
+            "row on peer{i}"
+        );
+    }
+    assert_peers_clean(&db);
+}
+
+#[test]
+fn savepoints_mirrored() {
+    let db = CLUSTER.db("savepoints");
+    db.on_peers("CREATE TABLE t (v text)");
+    let mut c = db.coord();
+    c.batch_execute("BEGIN").unwrap();
+    dist_exec(&mut c, "peer1", "INSERT INTO t VALUES ($1)", &["A"]).unwrap();
+    c.batch_execute("SAVEPOINT s").unwrap();
+    dist_exec(&mut c, "peer1", "INSERT INTO t VALUES ($1)", &["B"]).unwrap();
+    dist_exec(&mut c, "peer2", "INSERT INTO t VALUES ($1)", &["B"]).unwrap();
+    c.batch_execute("ROLLBACK TO SAVEPOINT s").unwrap();
+    dist_exec(&mut c, "peer2", "INSERT INTO t VALUES ($1)", &["C"]).unwrap();
+    c.batch_execute("COMMIT").unwrap();
+
+    let rows = |i: usize| -> Vec<String> {
+        db.peer(i)
+            .query("SELECT v FROM t ORDER BY v", &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    };
+    assert_eq!(rows(1), ["A"], "peer1");
+    assert_eq!(rows(2), ["C"], "peer2");
+    assert_peers_clean(&db);
+}
