@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# make demo: a coordinator and two peers on this machine, a distributed
+# transfer between them, and the cluster left running.
+source "$(dirname "$0")/lib.sh"
+DG_RELEASE=1 "$REPO/scripts/setup.sh"
+
+coord=${DG_COORD_PORT:-5801} p1=${DG_PEER1_PORT:-5802} p2=${DG_PEER2_PORT:-5803}
+root=$(data_root)/demo
+mkdir -p "$root"
+say "starting coordinator :$coord and peers :$p1 :$p2 (data in $root)"
+node_start "$root/coord" "$coord" "shared_preload_libraries = 'dg'"
+node_start "$root/peer1" "$p1"
+node_start "$root/peer2" "$p2"
+for port in "$coord" "$p1" "$p2"; do ensure_db "$port" demo; done
+
+for port in "$p1" "$p2"; do
+    psql_at "$port" demo <<'SQL'
+CREATE TABLE IF NOT EXISTS accounts (id int PRIMARY KEY, balance bigint NOT NULL);
+INSERT INTO accounts SELECT g, 1000 FROM generate_series(1, 10) g ON CONFLICT DO NOTHING;
+SQL
+done
+psql_at "$coord" demo <<SQL
+CREATE EXTENSION IF NOT EXISTS dg;
+CREATE SERVER IF NOT EXISTS peer1 FOREIGN DATA WRAPPER dg OPTIONS (host '127.0.0.1', port '$p1', dbname 'demo');
+CREATE SERVER IF NOT EXISTS peer2 FOREIGN DATA WRAPPER dg OPTIONS (host '127.0.0.1', port '$p2', dbname 'demo');
+CREATE USER MAPPING IF NOT EXISTS FOR PUBLIC SERVER peer1 OPTIONS (user 'postgres');
+CREATE USER MAPPING IF NOT EXISTS FOR PUBLIC SERVER peer2 OPTIONS (user 'postgres');
+SQL
+
+say "moving 100 from account 1 on peer1 to account 1 on peer2, atomically"
+psql_at "$coord" demo -e <<'SQL'
+SELECT dg.dist_begin() IS NOT NULL AS started;
+SELECT dg.dist_exec('peer1', 'UPDATE accounts SET balance = balance - $1 WHERE id = $2', '100', '1');
+SELECT dg.dist_exec('peer2', 'UPDATE accounts SET balance = balance + $1 WHERE id = $2', '100', '1');
+SELECT dg.dist_commit();
+SELECT 'peer1' AS node, * FROM dg.dist_query('peer1', 'SELECT id, balance FROM accounts WHERE id = 1') AS t(id int, balance bigint)
+UNION ALL
+SELECT 'peer2', * FROM dg.dist_query('peer2', 'SELECT id, balance FROM accounts WHERE id = 1') AS t(id int, balance bigint);
+SQL
+
+say "the cluster keeps running"
+echo "  connect:  $PG_BIN/psql -h 127.0.0.1 -p $coord -U postgres demo"
+echo "  stop:     make stop"
