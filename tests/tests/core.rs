@@ -500,3 +500,121 @@ fn savepoints_mirrored() {
     assert_eq!(rows(2), ["C"], "peer2");
     assert_peers_clean(&db);
 }
+
+#[test]
+fn session_end_rolls_back_open_dt() {
+    let db = bank("session_end");
+    {
+        let mut c = db.coord();
+        c.batch_execute("SELECT dg.dist_begin()").unwrap();
+        dist_exec(
+            &mut c,
+            "peer1",
+            "UPDATE accounts SET balance = 0 WHERE id = 1",
+            &[],
+        )
+        .unwrap();
+        dist_exec(
+            &mut c,
+            "peer2",
+            "UPDATE accounts SET balance = 0 WHERE id = 1",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            db.busy_dg_sessions(1),
+            1,
+            "the DT holds a transaction open on peer1"
+        );
+        // The client goes away without committing.
+    }
+    for i in 1..=2 {
+        assert!(
+            wait_until(Duration::from_secs(10), || db.busy_dg_sessions(i) == 0),
+            "the remote transaction on peer{i} outlived the session"
+        );
+        assert_eq!(
+            db.balance(i, 1),
+            1000,
+            "peer{i} kept a write of an abandoned DT"
+        );
+    }
+    assert_peers_clean(&db);
+}
+
+#[test]
+fn read_only_participant_is_not_prepared() {
+    let db = bank("reader");
+    let mut c = db.coord();
+    c.batch_execute("BEGIN").unwrap();
+    dist_exec(
+        &mut c,
+        "peer1",
+        "UPDATE accounts SET balance = balance - 1 WHERE id = 1",
+        &[],
+    )
+    .unwrap();
+    let seen = scalar(
+        &mut c,
+        "SELECT balance FROM dg.dist_query('peer2', 'SELECT balance FROM accounts WHERE id = 1') AS t(balance bigint)",
+    );
+    assert_eq!(seen, 1000);
+    c.batch_execute("CREATE TEMP TABLE local_write AS SELECT 1")
+        .unwrap();
+    // A local write and one remote writer: two phases, but the reader is
+    // only committed. dist_commit in a block shows the prepared state.
+    c.batch_execute("SELECT dg.dist_commit()").unwrap();
+    assert_eq!(db.prepared(1), 1, "the writer is prepared");
+    assert_eq!(db.prepared(2), 0, "the reader is not prepared");
+    c.batch_execute("COMMIT").unwrap();
+    assert_eq!(db.balance(1, 1), 999);
+    assert_peers_clean(&db);
+
+    // A query that writes (here through a volatile function) is found out
+    // and prepared like any writer.
+    db.on_peers(
+        "CREATE FUNCTION bump() RETURNS bigint LANGUAGE sql AS
+           'UPDATE accounts SET balance = balance + 1 WHERE id = 1 RETURNING balance'",
+    );
+    c.batch_execute("BEGIN").unwrap();
+    dist_exec(
+        &mut c,
+        "peer1",
+        "UPDATE accounts SET balance = balance - 1 WHERE id = 1",
+        &[],
+    )
+    .unwrap();
+    scalar(
+        &mut c,
+        "SELECT b FROM dg.dist_query('peer2', 'SELECT bump()') AS t(b bigint)",
+    );
+    c.batch_execute("SELECT dg.dist_commit()").unwrap();
+    assert_eq!(
+        (db.prepared(1), db.prepared(2)),
+        (1, 1),
+        "both wrote, both are prepared"
+    );
+    c.batch_execute("ROLLBACK").unwrap();
+    assert_eq!((db.balance(1, 1), db.balance(2, 1)), (999, 1000));
+    assert_peers_clean(&db);
+}
+
+#[test]
+fn refuses_to_load_without_preload() {
+    let node = dg_tests::Node::start("no_preload", &[]);
+    let mut c = node.client("postgres");
+    let err = c
+        .batch_execute("CREATE EXTENSION dg")
+        .expect_err("dg loaded without preload");
+    assert_eq!(
+        dg_tests::sqlstate(&err),
+        Some("55000"),
+        "{}",
+        error_text(&err)
+    );
+    assert!(
+        error_text(&err).contains("shared_preload_libraries"),
+        "{}",
+        error_text(&err)
+    );
+}
