@@ -120,19 +120,9 @@ impl Connection {
             match self.conn.flush() {
                 Flush::Done => return Ok(()),
                 Flush::Failed => return Err(self.lost(self.conn.error_message())),
-                Flush::More => {
-                    // The server may be sending while we send; reading
-                    // keeps both sides moving.
-                    if !wait_socket(self.conn.socket(), Want::Write, deadline) {
-                        return Err(DgError::Timeout {
-                            node: self.node.clone(),
-                            what: "accept a statement",
-                        });
-                    }
-                    if !self.conn.consume_input() {
-                        return Err(self.lost(self.conn.error_message()));
-                    }
-                }
+                // The server may be sending while we send; reading keeps
+                // both sides moving.
+                Flush::More => self.await_socket(Want::Write, deadline, "accept a statement")?,
             }
         }
     }
@@ -158,15 +148,7 @@ impl Connection {
         let mut first_error: Option<DgError> = None;
         loop {
             while self.conn.is_busy() {
-                if !wait_socket(self.conn.socket(), Want::Read, deadline) {
-                    return Err(DgError::Timeout {
-                        node: self.node.clone(),
-                        what: "finish a statement",
-                    });
-                }
-                if !self.conn.consume_input() {
-                    return Err(self.lost(self.conn.error_message()));
-                }
+                self.await_socket(Want::Read, deadline, "finish a statement")?;
             }
             let Some(res) = self.conn.get_result() else {
                 break;
@@ -232,6 +214,25 @@ impl Connection {
                 false
             }
         }
+    }
+
+    /// Waits until the socket is ready for `want`, then reads what arrived.
+    fn await_socket(
+        &mut self,
+        want: Want,
+        deadline: Option<Instant>,
+        what: &'static str,
+    ) -> DgResult<()> {
+        if !wait_socket(self.conn.socket(), want, deadline) {
+            return Err(DgError::Timeout {
+                node: self.node.clone(),
+                what,
+            });
+        }
+        if !self.conn.consume_input() {
+            return Err(self.lost(self.conn.error_message()));
+        }
+        Ok(())
     }
 
     fn lost(&mut self, message: String) -> DgError {

@@ -428,6 +428,14 @@ pub fn dist_exec(
     .map(|r| r.get(0))
 }
 
+/// The same statement through `dg.dist_exec` on each of `nodes`; panics on
+/// an error (for set-up steps of a DT, not for the statements under test).
+pub fn dist_exec_each(c: &mut Client, nodes: &[&str], sql: &str) {
+    for node in nodes {
+        dist_exec(c, node, sql, &[]).unwrap_or_else(|e| panic!("dist_exec on {node}: {e}"));
+    }
+}
+
 /// The SQLSTATE of a server error, if it is one.
 pub fn sqlstate(e: &postgres::Error) -> Option<&str> {
     e.code().map(|c| c.code())

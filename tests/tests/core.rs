@@ -4,7 +4,9 @@
 //! connections, never only through dg. The tests share one cluster, each
 //! in its own database, so they are independent and may run in parallel.
 
-use dg_tests::{dist_exec, error_text, expect_sqlstate, scalar, wait_until, Cluster, Db};
+use dg_tests::{
+    dist_exec, dist_exec_each, error_text, expect_sqlstate, scalar, wait_until, Cluster, Db,
+};
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
@@ -180,8 +182,7 @@ fn local_and_remote_commit_or_abort_together() {
     // COMMIT: all three.
     c.batch_execute("BEGIN; INSERT INTO local_t VALUES (1)")
         .unwrap();
-    dist_exec(&mut c, "peer1", "INSERT INTO t VALUES (1)", &[]).unwrap();
-    dist_exec(&mut c, "peer2", "INSERT INTO t VALUES (1)", &[]).unwrap();
+    dist_exec_each(&mut c, &["peer1", "peer2"], "INSERT INTO t VALUES (1)");
     c.batch_execute("COMMIT").unwrap();
     assert_eq!(
         count(&db, &mut c, 1),
@@ -193,8 +194,7 @@ fn local_and_remote_commit_or_abort_together() {
     // ROLLBACK: none.
     c.batch_execute("BEGIN; INSERT INTO local_t VALUES (2)")
         .unwrap();
-    dist_exec(&mut c, "peer1", "INSERT INTO t VALUES (2)", &[]).unwrap();
-    dist_exec(&mut c, "peer2", "INSERT INTO t VALUES (2)", &[]).unwrap();
+    dist_exec_each(&mut c, &["peer1", "peer2"], "INSERT INTO t VALUES (2)");
     c.batch_execute("ROLLBACK").unwrap();
     assert_eq!(
         count(&db, &mut c, 2),
@@ -346,21 +346,22 @@ fn committed_2pc_leaves_decision_and_no_prepared() {
     assert_peers_clean(&db);
 }
 
+/// The first two parts of this coordinator database's GIDs.
+fn gid_owner(c: &mut postgres::Client) -> (String, u32) {
+    let row = c
+        .query_one(
+            "SELECT (SELECT id::text FROM dg.coordinator), oid FROM pg_database WHERE datname = current_database()",
+            &[],
+        )
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
 #[test]
 fn gid_format() {
     let db = CLUSTER.db("gid_format");
     let mut c = db.coord();
-    let coordinator: String = c
-        .query_one("SELECT id::text FROM dg.coordinator", &[])
-        .unwrap()
-        .get(0);
-    let database: u32 = c
-        .query_one(
-            "SELECT oid FROM pg_database WHERE datname = current_database()",
-            &[],
-        )
-        .unwrap()
-        .get(0);
+    let (coordinator, database) = gid_owner(&mut c);
     let mapping: u32 = c
         .query_one(
             "SELECT umid FROM pg_user_mappings WHERE srvname = 'peer1'",
@@ -416,21 +417,10 @@ fn real_gids_follow_the_format() {
     let db = CLUSTER.db("real_gids");
     db.on_peers("CREATE TABLE t (id int)");
     let mut c = db.coord();
-    let coordinator: String = c
-        .query_one("SELECT id::text FROM dg.coordinator", &[])
-        .unwrap()
-        .get(0);
-    let database: u32 = c
-        .query_one(
-            "SELECT oid FROM pg_database WHERE datname = current_database()",
-            &[],
-        )
-        .unwrap()
-        .get(0);
+    let (coordinator, database) = gid_owner(&mut c);
 
     c.batch_execute("BEGIN").unwrap();
-    dist_exec(&mut c, "peer1", "INSERT INTO t VALUES (1)", &[]).unwrap();
-    dist_exec(&mut c, "peer2", "INSERT INTO t VALUES (1)", &[]).unwrap();
+    dist_exec_each(&mut c, &["peer1", "peer2"], "INSERT INTO t VALUES (1)");
     c.batch_execute("SELECT dg.dist_commit()")
         .expect("dist_commit in a block");
     // The prepare phase assigned the local xid; this only reads it.
@@ -507,20 +497,15 @@ fn session_end_rolls_back_open_dt() {
     {
         let mut c = db.coord();
         c.batch_execute("SELECT dg.dist_begin()").unwrap();
-        dist_exec(
-            &mut c,
-            "peer1",
-            "UPDATE accounts SET balance = 0 WHERE id = 1",
-            &[],
-        )
-        .unwrap();
-        dist_exec(
-            &mut c,
-            "peer2",
-            "UPDATE accounts SET balance = 0 WHERE id = 1",
-            &[],
-        )
-        .unwrap();
+        for node in ["peer1", "peer2"] {
+            dist_exec(
+                &mut c,
+                node,
+                "UPDATE accounts SET balance = 0 WHERE id = 1",
+                &[],
+            )
+            .unwrap();
+        }
         assert_eq!(
             db.busy_dg_sessions(1),
             1,
