@@ -44,6 +44,7 @@ pub enum DgError {
     RolledBack,
     PrepareRefused,
     NodeInUse(String),
+    InSubtransaction(&'static str),
     RowtypeMismatch {
         node: String,
         remote: usize,
@@ -110,6 +111,7 @@ impl DgError {
             RolledBack => ERRCODE_TRANSACTION_ROLLBACK,
             PrepareRefused | Unsupported(_) => ERRCODE_FEATURE_NOT_SUPPORTED,
             NodeInUse(_) => ERRCODE_OBJECT_IN_USE,
+            InSubtransaction(_) => ERRCODE_INVALID_TRANSACTION_TERMINATION,
             RowtypeMismatch { .. } => ERRCODE_DATATYPE_MISMATCH,
             Unfinished { .. } => ERRCODE_WARNING,
         }
@@ -152,6 +154,9 @@ impl DgError {
             }
             NodeInUse(n) => {
                 format!("cannot disconnect node \"{n}\" while the distributed transaction uses it")
+            }
+            InSubtransaction(f) => {
+                format!("{f} cannot run inside a subtransaction")
             }
             RowtypeMismatch { remote, local, .. } => format!(
                 "remote query returned {remote} columns but the column definition list has {local}"
@@ -200,6 +205,11 @@ impl DgError {
             Unfinished { .. } => {
                 Some("The dg resolver finishes it once the node can be reached.".into())
             }
+            InSubtransaction(_) => Some(
+                "Call it outside savepoints and PL/pgSQL exception blocks: a subtransaction \
+                 cannot undo the end of a distributed transaction."
+                    .into(),
+            ),
             _ => None,
         }
     }

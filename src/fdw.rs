@@ -9,6 +9,7 @@ use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::pg_sys::{self, Oid};
 use pgrx::prelude::*;
 use pgrx::{PgList, PgLogLevel};
+use std::cell::OnceCell;
 use std::ffi::{CStr, CString};
 
 /// Options that are libpq keywords but that dg sets itself or that would
@@ -41,8 +42,24 @@ fn place_of(keyword: &str) -> Place {
     }
 }
 
+thread_local! {
+    /// (server, mapping) keywords; libpq's list does not change at run time.
+    static KEYWORDS: OnceCell<(Vec<String>, Vec<String>)> = const { OnceCell::new() };
+}
+
 /// The keywords valid in `place`, from the libpq dg is linked with.
 fn valid_keywords(place: Place) -> Vec<String> {
+    KEYWORDS.with(|k| {
+        let (server, mapping) =
+            k.get_or_init(|| (keywords_of(Place::Server), keywords_of(Place::Mapping)));
+        match place {
+            Place::Server => server.clone(),
+            Place::Mapping => mapping.clone(),
+        }
+    })
+}
+
+fn keywords_of(place: Place) -> Vec<String> {
     let mut words: Vec<String> = libpq::conn_options()
         .into_iter()
         .filter(|o| !o.debug && !RESERVED.contains(&o.keyword.as_str()))

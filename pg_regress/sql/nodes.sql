@@ -58,6 +58,20 @@ SET ROLE regress_dg_alice;
 SELECT * FROM dg.dist_query('peer2', 'SELECT current_user') AS t(u name);
 RESET ROLE;
 
+-- A connection a superuser opened through a PUBLIC mapping is not handed
+-- to a non-superuser unless the peer asked for the password.
+CREATE SERVER peer1_shared FOREIGN DATA WRAPPER dg
+    OPTIONS (host '127.0.0.1', port '5812', dbname 'regress_peer');
+CREATE USER MAPPING FOR PUBLIC SERVER peer1_shared OPTIONS (user 'postgres', password 'unused');
+GRANT USAGE ON FOREIGN SERVER peer1_shared TO regress_dg_alice;
+SELECT * FROM dg.dist_query('peer1_shared', 'SELECT 1') AS t(one int);
+SELECT node, state FROM dg.connections() WHERE node = 'peer1_shared';
+SET ROLE regress_dg_alice;
+SELECT * FROM dg.dist_query('peer1_shared', 'SELECT 1') AS t(one int);
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+DROP SERVER peer1_shared CASCADE;
+
 DROP USER MAPPING FOR regress_dg_alice SERVER peer1;
 DROP USER MAPPING FOR regress_dg_alice SERVER peer2;
 REVOKE ALL ON FOREIGN SERVER peer1, peer2 FROM regress_dg_alice;

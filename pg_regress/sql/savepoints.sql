@@ -50,3 +50,20 @@ SELECT move_item(3);
 SELECT dg.dist_commit();
 SELECT * FROM dg.dist_query('peer1', 'SELECT id FROM items ORDER BY id') AS t(id int);
 SELECT * FROM dg.dist_query('peer2', 'SELECT id FROM items ORDER BY id') AS t(id int);
+
+-- Ending a DT inside a subtransaction is refused: rolling the
+-- subtransaction back could not undo it.
+BEGIN;
+SELECT dg.dist_exec('peer1', 'SELECT 1');
+SAVEPOINT s;
+SELECT dg.dist_commit();
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
+SELECT dg.dist_begin() IS NOT NULL AS started;
+DO $$
+BEGIN
+    PERFORM dg.dist_rollback();
+EXCEPTION WHEN division_by_zero THEN NULL;
+END $$;
+SELECT state FROM dg.dist_status();
+SELECT dg.dist_rollback();

@@ -17,6 +17,8 @@ thread_local! {
 }
 
 /// A connection for `target`: a cached one if still valid, else a new one.
+/// A PUBLIC mapping's connection may have been opened by a superuser, so
+/// the password rule is checked again for the role taking it.
 pub fn take(target: &Target) -> DgResult<Connection> {
     let cached = IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
@@ -24,7 +26,7 @@ pub fn take(target: &Target) -> DgResult<Connection> {
         idle.remove(pos)
     });
     match cached {
-        Some(c) if c.reusable() => Ok(c),
+        Some(c) if c.reusable() && (c.used_password || !target.password_required) => Ok(c),
         _ => Connection::open(target),
     }
 }

@@ -24,6 +24,9 @@ pub struct Connection {
     pub invalidated: bool,
     pub busy: bool,
     pub broken: bool,
+    /// The peer asked for (and got) the mapping's password. A cached
+    /// connection is only handed to a role for which that is enough.
+    pub used_password: bool,
     conn: PgConn,
 }
 
@@ -63,7 +66,8 @@ impl Connection {
                 });
             }
         }
-        if target.password_required && !conn.used_password() {
+        let used_password = conn.used_password();
+        if target.password_required && !used_password {
             return Err(DgError::PasswordNotUsed(node));
         }
         let mut c = Connection {
@@ -74,6 +78,7 @@ impl Connection {
             invalidated: false,
             busy: false,
             broken: false,
+            used_password,
             conn,
         };
         c.exec(SESSION_SETUP, None, deadline)?;

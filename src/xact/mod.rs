@@ -50,6 +50,15 @@ fn in_transaction_block() -> bool {
     unsafe { pg_sys::IsTransactionBlock() }
 }
 
+/// Ending a DT is final; a savepoint rolled back later could not undo it.
+fn refuse_in_subtransaction(function: &'static str) -> DgResult<()> {
+    // SAFETY: reads the current nesting level.
+    if unsafe { pg_sys::GetCurrentTransactionNestLevel() } > 1 {
+        return Err(DgError::InSubtransaction(function));
+    }
+    Ok(())
+}
+
 fn new_id() -> String {
     let n = SEQUENCE.with(|s| {
         s.set(s.get() + 1);
@@ -107,6 +116,7 @@ pub fn run(
 /// `dg.dist_commit()`: runs the prepare phase now. In a block the block's
 /// COMMIT seals it; outside, the current statement's commit does.
 pub fn commit() -> DgResult<()> {
+    refuse_in_subtransaction("dg.dist_commit()")?;
     with_slot(|slot| {
         let dt = slot.as_mut().ok_or(DgError::NoneInProgress)?;
         dt.state.check_commit()?;
@@ -122,6 +132,7 @@ pub fn commit() -> DgResult<()> {
 /// `dg.dist_rollback()`: false when there was nothing to roll back. In a
 /// block the DT stays, aborted, so the block can only roll back.
 pub fn rollback() -> DgResult<bool> {
+    refuse_in_subtransaction("dg.dist_rollback()")?;
     with_slot(|slot| {
         let Some(dt) = slot.as_mut() else {
             return Ok(false);
