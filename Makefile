@@ -1,28 +1,40 @@
-# dg: two commands on a new machine, `make demo` and `make test`.
-.PHONY: help demo test stop setup regress clean-data
+# dg: `make demo` and `make test` are all a new machine needs (run as root).
+# The work is done by scripts/*.sh; see their headers for the environment
+# variables they read (ports, DG_RELEASE, DG_FEATURES, DG_LINT, DG_KEEP, ...).
+
+# Extra cargo features for the build that `make test` tests and installs
+# (e.g. a fault-injection feature). demo/setup/install use DG_FEATURES from
+# the environment, if any.
+TEST_FEATURES ?=
+
+.PHONY: help demo stop test setup install regress clean-data
 
 help:
 	@echo "make demo        set up everything, start a coordinator and two peers, run a transfer"
-	@echo "make test        set up everything, run every test"
 	@echo "make stop        stop every node the scripts started"
-	@echo "make setup       install dependencies, build and install dg"
-	@echo "make regress     run the pg_regress suite against an installed dg"
+	@echo "make test        set up everything, run every test (DG_LINT=1 adds fmt + clippy)"
+	@echo "make setup       install the tools dg needs, build and install dg"
+	@echo "make install     build and install dg only (debug; DG_RELEASE=1 for release)"
+	@echo "make regress     run the pg_regress suite against the installed dg"
 	@echo "make clean-data  stop the nodes and delete their data"
 
 demo:
-	@scripts/demo.sh
-
-test:
-	@scripts/test.sh
+	@bash scripts/demo.sh
 
 stop:
-	@scripts/stop.sh
+	@bash scripts/stop.sh
+
+test:
+	@DG_FEATURES='$(TEST_FEATURES)' bash scripts/test.sh
 
 setup:
-	@scripts/setup.sh
+	@bash scripts/setup.sh
+
+install:
+	@bash scripts/setup.sh --install-only
 
 regress:
-	@scripts/regress.sh
+	@bash scripts/regress.sh
 
-clean-data: stop
-	rm -rf .dg
+clean-data:
+	@bash scripts/stop.sh --clean

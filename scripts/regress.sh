@@ -1,39 +1,85 @@
 #!/usr/bin/env bash
-# The pg_regress suite: a coordinator and three peers on ports
-# DG_REGRESS_PORT..+3 (default 5811..5814; the SQL files name the peer
-# ports), fresh databases each run, the plain pg_regress binary.
+# The pg_regress suite in pg_regress/, run with the plain pg_regress binary
+# against nodes of its own, on fresh clusters every run. Assumes dg is
+# installed (make install / make test).
+#
+# Nodes (data under $DG_DATA_ROOT/regress):
+#   coord        DG_REGRESS_PORT (5811), shared_preload_libraries = 'dg'
+#   peer1        DG_REGRESS_PORT + 1 (5812)
+#   peer2        DG_REGRESS_PORT + 2 (5813)
+#   peer_noprep  DG_REGRESS_PORT + 3 (5814), max_prepared_transactions = 0
+# The test SQL hardcodes the default peer ports 5812-5814: overriding
+# DG_REGRESS_PORT moves the peers too, and the suite then fails unless the
+# SQL reads DG_REGRESS_PEER{1,2,_NOPREP}_PORT (psql: \getenv).
+#
+#   DG_KEEP=1  leave the nodes running afterwards
+set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-base=${DG_REGRESS_PORT:-5811}
-root=$(data_root)/regress
-mkdir -p "$root"
 
-for sql in "$REPO"/pg_regress/sql/*.sql; do
-    name=$(basename "$sql" .sql)
-    if [ ! -f "$REPO/pg_regress/expected/$name.out" ]; then
-        echo "pg_regress/sql/$name.sql has no pg_regress/expected/$name.out" >&2
-        exit 1
-    fi
-done
+coord=${DG_REGRESS_PORT:-5811}
+export DG_REGRESS_PEER1_PORT=$((coord + 1)) DG_REGRESS_PEER2_PORT=$((coord + 2)) \
+    DG_REGRESS_PEER_NOPREP_PORT=$((coord + 3))
+[ "$coord" = 5811 ] || warn "DG_REGRESS_PORT=$coord: the test SQL assumes peers on 5812-5814"
 
-stop_all() { for n in coord peer1 peer2 peer_noprep; do node_stop "$root/$n"; done; }
-[ "${DG_KEEP:-0}" = 1 ] || trap stop_all EXIT
-
-node_start "$root/coord" "$base" "shared_preload_libraries = 'dg'" "max_prepared_transactions = 10"
-node_start "$root/peer1" $((base + 1))
-node_start "$root/peer2" $((base + 2))
-node_start "$root/peer_noprep" $((base + 3)) "max_prepared_transactions = 0"
-for port in $((base + 1)) $((base + 2)) $((base + 3)); do
-    psql_at "$port" postgres -c "DROP DATABASE IF EXISTS regress_peer WITH (FORCE)" -c "CREATE DATABASE regress_peer"
-done
-psql_at "$base" postgres -c "DROP DATABASE IF EXISTS dg_regress WITH (FORCE)" -c "CREATE DATABASE dg_regress" \
-    -c "DROP ROLE IF EXISTS regress_dg_alice"
-
+inputdir="$DG_REPO/pg_regress"
+root="$DG_DATA_ROOT/regress"
 out="$root/out"
-rm -rf "$out"; mkdir -p "$out"
 pg_regress="$("$PG_CONFIG" --pkglibdir)/pgxs/src/test/regress/pg_regress"
-if ! "$pg_regress" --use-existing --host=127.0.0.1 --port="$base" --user=postgres \
-        --inputdir="$REPO/pg_regress" --outputdir="$out" --dbname=dg_regress \
-        --schedule="$REPO/pg_regress/schedule"; then
-    head -200 "$out/regression.diffs" >&2 || true
+[ -x "$pg_regress" ] || die "$pg_regress not found; run make setup (postgresql-server-dev-15)"
+
+# Every test needs its expected output; pg_regress would only complain
+# after running everything.
+shopt -s nullglob
+tests=()
+for sql in "$inputdir"/sql/*.sql; do
+    name=$(basename "$sql" .sql)
+    [ -f "$inputdir/expected/$name.out" ] || die "pg_regress/sql/$name.sql has no pg_regress/expected/$name.out"
+    tests+=("$name")
+done
+if [ ${#tests[@]} -eq 0 ]; then
+    warn "no tests in pg_regress/sql; skipping pg_regress"
+    exit 0
+fi
+if [ -f "$inputdir/schedule" ]; then
+    which_tests=(--schedule="$inputdir/schedule")
+else
+    mapfile -t which_tests < <(printf '%s\n' "${tests[@]}" | sort)
+fi
+
+nodes=(coord peer1 peer2 peer_noprep)
+stop_nodes() {
+    local n
+    for n in "${nodes[@]}"; do
+        node_stop "regress/$n"
+    done
+}
+[ "${DG_KEEP:-0}" = 1 ] || trap stop_nodes EXIT
+
+# Fresh clusters: a failed run can leave prepared transactions (which block
+# DROP DATABASE) and roles (cluster-wide) behind.
+stop_nodes
+rm -rf "$root"
+say "starting regress nodes on ports $coord-$((coord + 3)) (data in $root)"
+node_start regress/coord "$coord" "shared_preload_libraries = 'dg'" "max_prepared_transactions = 10"
+node_start regress/peer1 "$DG_REGRESS_PEER1_PORT"
+node_start regress/peer2 "$DG_REGRESS_PEER2_PORT"
+node_start regress/peer_noprep "$DG_REGRESS_PEER_NOPREP_PORT" "max_prepared_transactions = 0"
+for port in "$DG_REGRESS_PEER1_PORT" "$DG_REGRESS_PEER2_PORT" "$DG_REGRESS_PEER_NOPREP_PORT"; do
+    recreate_db "$port" regress_peer
+done
+# --use-existing makes pg_regress use dg_regress as it finds it, so create it.
+recreate_db "$coord" dg_regress
+
+mkdir -p "$out"
+say "pg_regress (${#tests[@]} tests)"
+# The servers' settings, not the caller's session options, apply.
+unset PGOPTIONS
+if ! "$pg_regress" --use-existing --bindir="$DG_PG_BIN" --host=127.0.0.1 --port="$coord" --user=postgres \
+    --inputdir="$inputdir" --outputdir="$out" --dbname=dg_regress "${which_tests[@]}"; then
+    if [ -f "$out/regression.diffs" ]; then
+        say "first 200 lines of $out/regression.diffs"
+        head -n 200 "$out/regression.diffs"
+    fi
+    echo "server logs: $root/*/server.log" >&2
     exit 1
 fi

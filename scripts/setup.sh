@@ -1,43 +1,45 @@
 #!/usr/bin/env bash
-# Installs what dg needs (idempotent, quiet when already done), then builds
-# dg and installs it into the system PostgreSQL.
-#   DG_RELEASE=1   build with the release profile (make demo)
+# Install what building and testing dg needs, then build dg and install it
+# into the system PostgreSQL. Idempotent; each tool step is skipped quietly
+# when it is already done, so this is fast on a prepared machine.
+#
+#   scripts/setup.sh                 tools, then build + install dg
+#   scripts/setup.sh --install-only  build + install dg only
+#
+#   DG_RELEASE=1   release build (make demo)
 #   DG_FEATURES    extra cargo features (make test passes its own)
+set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-missing=()
-for pkg in postgresql-server-dev-15 libclang-dev libpq-dev pkg-config sudo; do
-    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    say "installing ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+install_tools() {
+    # sudo: cargo pgrx test --runas runs the test server through it.
+    local pkg missing=()
+    for pkg in postgresql-server-dev-15 libclang-dev sudo pkg-config libpq-dev; do
+        # dpkg -s also succeeds for removed packages whose config files remain.
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' ||
+            missing+=("$pkg")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        say "apt-get install ${missing[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
 
-if [ "$(cargo pgrx --version 2>/dev/null)" != "cargo-pgrx 0.18.0" ]; then
-    say "installing cargo-pgrx 0.18.0 (about 3 minutes)"
-    cargo install cargo-pgrx --version 0.18.0 --locked --quiet
-fi
-if ! grep -qs '^pg15' "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
-    cargo pgrx init --pg15 "$PG_CONFIG" >/dev/null
-fi
+    if [ "$(cargo pgrx --version 2>/dev/null)" != "cargo-pgrx 0.18.0" ]; then
+        say "cargo install cargo-pgrx 0.18.0 (a few minutes)"
+        cargo install cargo-pgrx --version 0.18.0 --locked --quiet
+    fi
 
-say "building dg"
-profile=(--debug)
-[ "${DG_RELEASE:-0}" = 1 ] && profile=()
-features=()
-[ -n "${DG_FEATURES:-}" ] && features=(--features "$DG_FEATURES")
-out="${CARGO_TARGET_DIR:-$REPO/target}/dg-package"
-rm -rf "$out"
-(cd "$REPO" && cargo pgrx package --pg-config "$PG_CONFIG" "${profile[@]}" "${features[@]}" --out-dir "$out" >/dev/null)
+    # PGRX_HOME is normally unset; pgrx then uses ~/.pgrx.
+    if ! grep -qs '^pg15 *=' "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
+        say "cargo pgrx init --pg15 $PG_CONFIG"
+        cargo pgrx init --pg15 "$PG_CONFIG" >/dev/null
+    fi
+}
 
-# Each file is copied beside its target and renamed over it: running
-# servers keep the old library mapped instead of crashing on a library
-# overwritten in place.
-(cd "$out" && find . -type f) | while read -r f; do
-    dest="/${f#./}"
-    install -D -m 0644 "$out/$f" "$dest.dg-new"
-    mv -f "$dest.dg-new" "$dest"
-done
-say "dg installed into $("$PG_CONFIG" --pkglibdir)"
+case "${1:-}" in
+"") install_tools ;;
+--install-only) ;;
+*) die "usage: $0 [--install-only]" ;;
+esac
+dg_install_extension

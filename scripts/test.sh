@@ -1,44 +1,91 @@
 #!/usr/bin/env bash
-# make test: set up everything, then every test, stopping at the first
-# failure: unit and in-server tests (cargo pgrx test), the pg_regress
-# suite, and the multi-node tests in tests/.
+# make test: set up everything, then run every test, stopping at the first
+# failing stage:
+#   lint         cargo fmt --check, cargo clippy (only with DG_LINT=1)
+#   pgrx-test    unit and in-server tests (cargo pgrx test)
+#   reinstall    put back the regular build that pgrx test replaced
+#   regress      the pg_regress suite (scripts/regress.sh)
+#   multinode    the multi-node tests in tests/ (if tests/Cargo.toml exists)
+# and ends with one line over all runners: "dg: N passed, 0 failed".
+#
+#   DG_FEATURES  extra cargo features for every build here (e.g. fault injection)
+#   DG_LINT=1    also run the lint stage
+set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-set -o pipefail
-"$REPO/scripts/setup.sh"
-root=$(data_root)
-logs="$root/test-logs"
-rm -rf "$logs"; mkdir -p "$logs"
 
-# stage NAME CMD...: runs a stage, keeping its output for the totals.
+logs="$DG_DATA_ROOT/test-logs"
+rm -rf "$logs"
+mkdir -p "$logs"
+features=()
+[ -z "${DG_FEATURES:-}" ] || features=(--features "$DG_FEATURES")
+
+# The summary is printed on exit, also when errexit ends the run.
+current=""
+done_stages=()
+summary() {
+    local rc=$?
+    if [ "$rc" != 0 ]; then
+        say "FAILED in stage '${current:-setup}' (passed: ${done_stages[*]:-none})"
+        echo "dg: test stage '${current:-setup}' failed"
+        return
+    fi
+    # cargo prints "test result: ok. N passed; ..." per test binary and
+    # pg_regress "All N tests passed."
+    local passed
+    passed=$(cat "$logs"/*.log 2>/dev/null |
+        sed -nE 's/^test result: ok\. ([0-9]+) passed.*/\1/p; s/^ *All ([0-9]+) tests passed.*/\1/p' |
+        awk '{ n += $1 } END { print n + 0 }')
+    say "all stages passed: ${done_stages[*]}"
+    echo "dg: $passed passed, 0 failed"
+}
+trap summary EXIT
+
+current=setup
+"$DG_REPO/scripts/setup.sh"
+
+# stage NAME CMD...: run one stage with a banner, keeping its output for the
+# summary. pipefail makes a failing CMD fail the stage despite the tee.
 stage() {
-    local name=$1; shift
-    "$@" 2>&1 | tee "$logs/$name.log"
+    current=$1
+    shift
+    say "stage $current: $*"
+    local start=$SECONDS
+    "$@" 2>&1 | tee "$logs/$current.log"
+    say "stage $current passed in $((SECONDS - start))s"
+    done_stages+=("$current")
+}
+
+in_repo() { (cd "$DG_REPO" && "$@"); }
+
+lint() {
+    in_repo cargo fmt --check
+    in_repo cargo clippy --all-targets -- -D warnings
+    if [ -f "$DG_REPO/tests/Cargo.toml" ]; then
+        in_repo cargo fmt --check --manifest-path tests/Cargo.toml
+    fi
+}
+
+pgrx_test() {
+    # cargo pgrx test installs its build over the installed dg.so in place,
+    # which crashes any running server that has it loaded (the demo
+    # coordinator): stop the nodes under the data root first.
+    stop_clusters_under "$DG_DATA_ROOT"
+    # A clean cluster every run. With --runas, pgrx creates its cluster
+    # below --pgdata as postgres, so that directory must be postgres's.
+    local pgdata="$DG_DATA_ROOT/pgrx-test"
+    rm -rf "$pgdata"
+    mkdir -p "$pgdata"
+    chown postgres:postgres "$pgdata"
+    in_repo cargo pgrx test pg15 --runas postgres --pgdata "$pgdata" "${features[@]}"
 }
 
 if [ "${DG_LINT:-0}" = 1 ]; then
-    say "lint"
-    (cd "$REPO" && cargo fmt --all -- --check && cargo clippy --all-targets -- -D warnings)
+    stage lint lint
 fi
-
-# cargo pgrx test copies its build over the installed library in place,
-# which would crash a server that has it loaded (the demo coordinator).
-"$REPO/scripts/stop.sh"
-
-say "unit and in-server tests (cargo pgrx test)"
-rm -rf "$root/pgrx-test"
-stage pgrx-test bash -c "cd '$REPO' && cargo pgrx test pg15 --runas postgres --pgdata '$root/pgrx-test'"
-
-# cargo pgrx test installed its own test build: put ours back.
-"$REPO/scripts/setup.sh"
-
-say "pg_regress suite"
-stage regress "$REPO/scripts/regress.sh"
-
-say "multi-node tests (tests/)"
-stage multinode bash -c "cd '$REPO' && cargo test --manifest-path tests/Cargo.toml -- --test-threads=2"
-
-# One closing line over all runners: cargo's "test result" lines and
-# pg_regress's "All N tests passed".
-passed=$(cat "$logs"/*.log | sed -nE 's/^test result: ok\. ([0-9]+) passed.*/\1/p; s/^ *All ([0-9]+) tests passed.*/\1/p' | awk '{ n += $1 } END { print n + 0 }')
-say "all tests passed"
-echo "dg: $passed passed, 0 failed"
+stage pgrx-test pgrx_test
+stage reinstall dg_install_extension
+stage regress "$DG_REPO/scripts/regress.sh"
+if [ -f "$DG_REPO/tests/Cargo.toml" ]; then
+    stage multinode in_repo cargo test --manifest-path tests/Cargo.toml -- --test-threads=2
+fi
+current=""
