@@ -121,3 +121,38 @@ CREATE FUNCTION dg.gid_info(gid text, OUT coordinator text, OUT database oid, OU
     LANGUAGE c STRICT IMMUTABLE AS 'MODULE_PATHNAME', 'gid_info_wrapper';
 COMMENT ON FUNCTION dg.gid_info(text) IS
     'Splits a dg GID (as in pg_prepared_xacts on a peer) into coordinator, database, local xid and user mapping; no row for other GIDs.';
+
+-- Recovery -------------------------------------------------------------------
+-- Superuser only: these finish other sessions' (and for resolve, other
+-- coordinators') prepared transactions.
+
+CREATE FUNCTION dg.recover(OUT node text, OUT gid text, OUT action text, OUT result text)
+    RETURNS SETOF record
+    LANGUAGE c AS 'MODULE_PATHNAME', 'recover_wrapper';
+REVOKE ALL ON FUNCTION dg.recover() FROM PUBLIC;
+COMMENT ON FUNCTION dg.recover() IS
+    'One resolver pass now: commits in-doubt transactions with a decision row, rolls back those without, leaves those whose local transaction still runs.';
+
+CREATE FUNCTION dg.resolve(node name, gid text, commit boolean) RETURNS text
+    LANGUAGE c AS 'MODULE_PATHNAME', 'resolve_wrapper';
+REVOKE ALL ON FUNCTION dg.resolve(name, text, boolean) FROM PUBLIC;
+COMMENT ON FUNCTION dg.resolve(name, text, boolean) IS
+    'Manual resolution of a prepared transaction on a node, for a coordinator that is gone for good (superuser only).';
+
+CREATE FUNCTION dg.in_doubt_transactions(OUT node text, OUT gid text, OUT prepared text, OUT action text)
+    RETURNS SETOF record
+    LANGUAGE c AS 'MODULE_PATHNAME', 'in_doubt_transactions_wrapper';
+REVOKE ALL ON FUNCTION dg.in_doubt_transactions() FROM PUBLIC;
+COMMENT ON FUNCTION dg.in_doubt_transactions() IS 'Behind the dg.in_doubt view.';
+
+CREATE VIEW dg.in_doubt AS
+SELECT node, gid, prepared::timestamptz AS prepared, now() - prepared::timestamptz AS age, action
+FROM dg.in_doubt_transactions();
+COMMENT ON VIEW dg.in_doubt IS
+    'Prepared transactions of this coordinator database on every node, with the action the resolver will apply.';
+COMMENT ON COLUMN dg.in_doubt.node IS 'Node where the transaction is prepared.';
+COMMENT ON COLUMN dg.in_doubt.gid IS 'Its GID (see dg.gid_info).';
+COMMENT ON COLUMN dg.in_doubt.prepared IS 'When it was prepared, by the node''s clock.';
+COMMENT ON COLUMN dg.in_doubt.age IS 'How long it has been prepared.';
+COMMENT ON COLUMN dg.in_doubt.action IS
+    'leave (its local transaction still runs), commit (a decision row exists) or rollback (none: presumed abort).';

@@ -208,3 +208,11 @@ impl RowSink {
         }
     }
 }
+
+#[pg_extern(sql = false)]
+fn resolve(node: Option<&CStr>, gid: Option<&str>, commit: Option<bool>) -> String {
+    let node = node_name(node);
+    let gid = required(gid, "gid");
+    let commit = required(commit, "commit");
+    ok(crate::recovery::resolve(&node, gid, commit))
+}

@@ -44,6 +44,33 @@ pub fn record_decision(xid: u64, dt_id: &str) {
     unsafe { pg_sys::ForceSyncCommit() };
 }
 
+/// Is there a commit decision for local transaction `xid`? Read with a
+/// fresh snapshot, after the caller found the transaction finished.
+pub fn decision_exists(xid: u64) -> bool {
+    as_owner(|| {
+        Spi::get_one_with_args::<bool>(
+            "SELECT EXISTS (SELECT 1 FROM dg.decisions WHERE xid = $1)",
+            &[(xid as i64).into()],
+        )
+    })
+    .ok()
+    .flatten()
+    .unwrap_or(false)
+}
+
+/// The names of every server usable as a node.
+pub fn node_names() -> Vec<String> {
+    Spi::connect(|client| {
+        client
+            .select("SELECT node::text FROM dg.nodes ORDER BY node", None, &[])
+            .map(|rows| {
+                rows.filter_map(|r| r.get::<String>(1).ok().flatten())
+                    .collect()
+            })
+            .unwrap_or_default()
+    })
+}
+
 /// Runs SQL `f` as the bootstrap superuser, which owns dg's tables: users
 /// of dg need no privileges on them, and cannot write them directly. An
 /// error inside restores the user at transaction abort, as PostgreSQL does

@@ -22,6 +22,7 @@ pub enum DgError {
         wrapper: String,
     },
     NoUsage(String),
+    NoMapping(String),
     PasswordRequired(String),
     PasswordNotUsed(String),
     Connect {
@@ -45,6 +46,7 @@ pub enum DgError {
     PrepareRefused,
     NodeInUse(String),
     InSubtransaction(&'static str),
+    SuperuserOnly(&'static str),
     RowtypeMismatch {
         node: String,
         remote: usize,
@@ -97,6 +99,7 @@ impl DgError {
             UnknownNode(_) => ERRCODE_UNDEFINED_OBJECT,
             NotANode { .. } => ERRCODE_WRONG_OBJECT_TYPE,
             NoUsage(_) => ERRCODE_INSUFFICIENT_PRIVILEGE,
+            NoMapping(_) => ERRCODE_UNDEFINED_OBJECT,
             PasswordRequired(_) | PasswordNotUsed(_) => {
                 ERRCODE_S_R_E_PROHIBITED_SQL_STATEMENT_ATTEMPTED
             }
@@ -112,6 +115,7 @@ impl DgError {
             PrepareRefused | Unsupported(_) => ERRCODE_FEATURE_NOT_SUPPORTED,
             NodeInUse(_) => ERRCODE_OBJECT_IN_USE,
             InSubtransaction(_) => ERRCODE_INVALID_TRANSACTION_TERMINATION,
+            SuperuserOnly(_) => ERRCODE_INSUFFICIENT_PRIVILEGE,
             RowtypeMismatch { .. } => ERRCODE_DATATYPE_MISMATCH,
             Unfinished { .. } => ERRCODE_WARNING,
         }
@@ -126,6 +130,7 @@ impl DgError {
                 "server \"{node}\" is not a dg node: it uses foreign-data wrapper \"{wrapper}\""
             ),
             NoUsage(n) => format!("permission denied for foreign server {n}"),
+            NoMapping(n) => format!("no user mapping for the current role on node \"{n}\""),
             PasswordRequired(n) => {
                 format!("a password is required to use node \"{n}\" as a non-superuser")
             }
@@ -155,6 +160,7 @@ impl DgError {
             NodeInUse(n) => {
                 format!("cannot disconnect node \"{n}\" while the distributed transaction uses it")
             }
+            SuperuserOnly(f) => format!("only a superuser may call {f}"),
             InSubtransaction(f) => {
                 format!("{f} cannot run inside a subtransaction")
             }
@@ -188,6 +194,9 @@ impl DgError {
             Remote(r) => r.hint.clone(),
             UnknownNode(n) => Some(format!(
                 "Create it with CREATE SERVER {n} FOREIGN DATA WRAPPER dg OPTIONS (host '...', dbname '...')."
+            )),
+            NoMapping(n) => Some(format!(
+                "Create one with CREATE USER MAPPING FOR CURRENT_USER (or PUBLIC) SERVER {n} OPTIONS (user '...', password '...')."
             )),
             PasswordRequired(_) => Some(
                 "Add a password option to the user mapping, or have a superuser set \

@@ -216,28 +216,15 @@ fn syscache_hash(cache: pg_sys::SysCacheIdentifier::Type, oid: Oid) -> u32 {
     }
 }
 
-/// Resolves `node` for the current role: the server must exist and be of
-/// dg's or postgres_fdw's wrapper, the role needs USAGE on it and a user
-/// mapping (its own or PUBLIC's), and a non-superuser needs a password.
-pub fn lookup(node: &str) -> DgResult<Target> {
-    let cname = CString::new(node).map_err(|_| DgError::UnknownNode(node.replace('\0', "")))?;
-    // SAFETY: catalog lookups with a valid name; missing_ok returns NULL
-    // instead of raising.
-    let server = unsafe { pg_sys::GetForeignServerByName(cname.as_ptr(), true) };
-    if server.is_null() {
-        return Err(DgError::UnknownNode(node.into()));
-    }
-    // SAFETY: `server` is a valid palloc'd ForeignServer.
-    let (server_id, fdw_id, server_opts) = unsafe {
-        (
-            (*server).serverid,
-            (*server).fdwid,
-            def_elems((*server).options),
-        )
-    };
-    // SAFETY: the wrapper of an existing server exists.
+/// A server usable as a node: of dg's or postgres_fdw's wrapper.
+fn node_server(
+    server: *mut pg_sys::ForeignServer,
+    node: &str,
+) -> DgResult<*mut pg_sys::ForeignServer> {
+    // SAFETY: `server` is a valid palloc'd ForeignServer; the wrapper of an
+    // existing server exists.
     let wrapper = unsafe {
-        let fdw = pg_sys::GetForeignDataWrapper(fdw_id);
+        let fdw = pg_sys::GetForeignDataWrapper((*server).fdwid);
         CStr::from_ptr((*fdw).fdwname)
             .to_string_lossy()
             .into_owned()
@@ -248,13 +235,108 @@ pub fn lookup(node: &str) -> DgResult<Target> {
             wrapper,
         });
     }
+    Ok(server)
+}
+
+/// The user mapping `user` would use on `server`: its own, else PUBLIC's.
+fn mapping_oid(user: Oid, server: Oid) -> Option<Oid> {
+    [user, pg_sys::InvalidOid].into_iter().find_map(|u| {
+        // SAFETY: syscache lookup by (user, server); InvalidOid if none.
+        let oid = unsafe {
+            pg_sys::GetSysCacheOid(
+                pg_sys::SysCacheIdentifier::USERMAPPINGUSERSERVER as _,
+                pg_sys::Anum_pg_user_mapping_oid as _,
+                pg_sys::Datum::from(u),
+                pg_sys::Datum::from(server),
+                pg_sys::Datum::from(0),
+                pg_sys::Datum::from(0),
+            )
+        };
+        (oid != pg_sys::InvalidOid).then_some(oid)
+    })
+}
+
+/// Resolves `node` for the current role: the server must exist and be of
+/// dg's or postgres_fdw's wrapper, the role needs USAGE on it and a user
+/// mapping (its own or PUBLIC's), and a non-superuser needs a password.
+pub fn lookup(node: &str) -> DgResult<Target> {
+    let cname = CString::new(node).map_err(|_| DgError::UnknownNode(node.replace('\0', "")))?;
+    // SAFETY: catalog lookup with a valid name; missing_ok returns NULL.
+    let server = unsafe { pg_sys::GetForeignServerByName(cname.as_ptr(), true) };
+    if server.is_null() {
+        return Err(DgError::UnknownNode(node.into()));
+    }
+    let server = node_server(server, node)?;
+    // SAFETY: valid ForeignServer.
+    let server_id = unsafe { (*server).serverid };
     if !has_usage(server_id) {
         return Err(DgError::NoUsage(node.into()));
     }
-    // SAFETY: raises the usual "user mapping not found" error if none applies.
-    let (mapping, mapping_opts) = unsafe {
-        let um = pg_sys::GetUserMapping(pg_sys::GetUserId(), server_id);
-        ((*um).umid, def_elems((*um).options))
+    // SAFETY: reads the current user.
+    let user = unsafe { pg_sys::GetUserId() };
+    if mapping_oid(user, server_id).is_none() {
+        return Err(DgError::NoMapping(node.into()));
+    }
+    // SAFETY: a mapping exists, so this does not raise.
+    let um = unsafe { pg_sys::GetUserMapping(user, server_id) };
+    // SAFETY: plain catalog lookup of the current user.
+    build_target(node, server, um, !unsafe { pg_sys::superuser() })
+}
+
+/// The target of user mapping `mapping`, whoever it belongs to: for the
+/// resolver, which finishes a prepared transaction with the credentials
+/// that prepared it. Callers are superusers; no USAGE or password rule.
+pub fn lookup_mapping(mapping: Oid) -> DgResult<Target> {
+    // SAFETY: syscache lookup of the mapping row, released after copying
+    // the two oids out of it.
+    let (user, server_id) = unsafe {
+        let tuple = pg_sys::SearchSysCache1(
+            pg_sys::SysCacheIdentifier::USERMAPPINGOID as _,
+            pg_sys::Datum::from(mapping),
+        );
+        if tuple.is_null() {
+            return Err(DgError::Unsupported(format!(
+                "user mapping {mapping:?} no longer exists"
+            )));
+        }
+        let form = pg_sys::GETSTRUCT(tuple) as *const pg_sys::FormData_pg_user_mapping;
+        let ids = ((*form).umuser, (*form).umserver);
+        pg_sys::ReleaseSysCache(tuple);
+        ids
+    };
+    // SAFETY: the server of an existing mapping exists; GetUserMapping
+    // finds `user`'s mapping (PUBLIC's when user is InvalidOid).
+    unsafe {
+        let server = pg_sys::GetForeignServer(server_id);
+        let node = CStr::from_ptr((*server).servername)
+            .to_string_lossy()
+            .into_owned();
+        let server = node_server(server, &node)?;
+        build_target(
+            &node,
+            server,
+            pg_sys::GetUserMapping(user, server_id),
+            false,
+        )
+    }
+}
+
+/// Connection options of `server` and `um`; `non_superuser` applies the
+/// password rule unless the mapping waives it.
+fn build_target(
+    node: &str,
+    server: *mut pg_sys::ForeignServer,
+    um: *mut pg_sys::UserMapping,
+    non_superuser: bool,
+) -> DgResult<Target> {
+    // SAFETY: valid catalog structs from the callers.
+    let (server_id, server_opts, mapping, mapping_opts) = unsafe {
+        (
+            (*server).serverid,
+            def_elems((*server).options),
+            (*um).umid,
+            def_elems((*um).options),
+        )
     };
     // postgres_fdw servers carry options of their own (fetch_size, …):
     // only libpq keywords go to libpq.
@@ -274,8 +356,7 @@ pub fn lookup(node: &str) -> DgResult<Target> {
             options.push((k, v));
         }
     }
-    // SAFETY: plain catalog lookup of the current user.
-    let password_required = password_required && !unsafe { pg_sys::superuser() };
+    let password_required = password_required && non_superuser;
     if password_required && !has_password {
         return Err(DgError::PasswordRequired(node.into()));
     }

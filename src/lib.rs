@@ -13,6 +13,7 @@ mod fdw;
 mod gid;
 mod gucs;
 mod monitor;
+mod recovery;
 mod remote;
 mod xact;
 

@@ -65,3 +65,41 @@ fn gid_info(
         )
     }))
 }
+
+/// `dg.recover()`: one resolver pass, now.
+#[allow(clippy::type_complexity)]
+#[pg_extern(sql = false)]
+fn recover() -> TableIterator<
+    'static,
+    (
+        name!(node, String),
+        name!(gid, String),
+        name!(action, String),
+        name!(result, String),
+    ),
+> {
+    TableIterator::new(
+        crate::recovery::pass()
+            .into_iter()
+            .map(|(node, gid, action, result)| (node, gid, action.to_string(), result)),
+    )
+}
+
+/// Behind the `dg.in_doubt` view.
+#[allow(clippy::type_complexity)]
+#[pg_extern(sql = false)]
+fn in_doubt_transactions() -> TableIterator<
+    'static,
+    (
+        name!(node, String),
+        name!(gid, String),
+        name!(prepared, String),
+        name!(action, String),
+    ),
+> {
+    TableIterator::new(
+        crate::recovery::scan()
+            .into_iter()
+            .map(|t| (t.node, t.gid, t.prepared, t.action.name().to_string())),
+    )
+}

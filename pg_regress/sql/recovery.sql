@@ -1,0 +1,68 @@
+-- Recovery by hand: dg.in_doubt, dg.recover() and dg.resolve(). In-doubt
+-- transactions are made the way a coordinator crash leaves them: a
+-- transaction prepared on a peer under this coordinator database's GID
+-- prefix, here pushed through dist_exec in a block that then aborts.
+SELECT dg.dist_exec('peer1', 'CREATE TABLE recovered (id int)');
+SELECT dg.dist_exec('peer2', 'CREATE TABLE recovered (id int)');
+CREATE FUNCTION test_gid(node name, xid bigint) RETURNS text LANGUAGE sql AS $$
+    SELECT format('dg_%s_%s_%s_%s', (SELECT id FROM dg.coordinator),
+                  (SELECT oid FROM pg_database WHERE datname = current_database()),
+                  xid, (SELECT umid FROM pg_user_mappings WHERE srvname = node))
+$$;
+CREATE FUNCTION recovered() RETURNS TABLE (node text, ids int[]) LANGUAGE sql AS $$
+    SELECT 'peer1', ids FROM dg.dist_query('peer1', 'SELECT array_agg(id ORDER BY id) FROM recovered') AS t(ids int[])
+    UNION ALL
+    SELECT 'peer2', ids FROM dg.dist_query('peer2', 'SELECT array_agg(id ORDER BY id) FROM recovered') AS t(ids int[])
+$$;
+
+-- Local transactions 3 and 4 finished long ago; 4 left a decision row.
+INSERT INTO dg.decisions (xid, dt_id) VALUES (4, 'decided');
+BEGIN;
+SELECT dg.dist_exec('peer1', 'INSERT INTO recovered VALUES (3)');
+SELECT dg.dist_exec('peer1', format('PREPARE TRANSACTION %L', test_gid('peer1', 3)));
+ROLLBACK;
+BEGIN;
+SELECT dg.dist_exec('peer2', 'INSERT INTO recovered VALUES (4)');
+SELECT dg.dist_exec('peer2', format('PREPARE TRANSACTION %L', test_gid('peer2', 4)));
+ROLLBACK;
+-- Another coordinator's transaction on the same peer is never touched.
+BEGIN;
+SELECT dg.dist_exec('peer1', 'INSERT INTO recovered VALUES (5)');
+SELECT dg.dist_exec('peer1', 'PREPARE TRANSACTION ''dg_00000000-0000-0000-0000-000000000000_1_5_1''');
+ROLLBACK;
+
+SELECT node, gid = test_gid(node, 3) AS gid_3, gid = test_gid(node, 4) AS gid_4, age >= '0'::interval AS aged, action
+FROM dg.in_doubt ORDER BY gid;
+
+-- A transaction whose deciding local transaction still runs is left alone.
+BEGIN;
+SELECT txid_current() AS mine \gset
+SAVEPOINT a;
+SELECT dg.dist_exec('peer2', 'INSERT INTO recovered VALUES (6)');
+SELECT dg.dist_exec('peer2', format('PREPARE TRANSACTION %L', test_gid('peer2', :mine)));
+ROLLBACK TO SAVEPOINT a;
+SELECT node, gid = test_gid(node, :mine) AS mine, action, result FROM dg.recover() ORDER BY gid;
+ROLLBACK;
+SELECT * FROM recovered();
+
+-- Its local transaction ended without a decision: rolled back now.
+SELECT node, gid = test_gid(node, :mine) AS mine, action, result FROM dg.recover();
+SELECT * FROM dg.recover();
+SELECT count(*) FROM dg.in_doubt;
+
+-- The other coordinator is gone for good: a superuser decides by hand.
+SELECT dg.resolve('peer1', 'dg_00000000-0000-0000-0000-000000000000_1_5_1', true);
+SELECT dg.resolve('peer1', 'dg_00000000-0000-0000-0000-000000000000_1_5_1', true);
+SELECT dg.resolve('peer1', 'no such gid', false);
+SELECT dg.resolve('peer1', NULL, false);
+SELECT * FROM recovered();
+DELETE FROM dg.decisions WHERE xid = 4;
+
+-- Superuser only.
+CREATE ROLE regress_dg_bob;
+SET ROLE regress_dg_bob;
+SELECT * FROM dg.recover();
+SELECT * FROM dg.in_doubt;
+SELECT dg.resolve('peer1', 'x', false);
+RESET ROLE;
+DROP ROLE regress_dg_bob;

@@ -1,0 +1,154 @@
+//! Recovery of in-doubt transactions: prepared transactions on the nodes
+//! that carry this coordinator database's GID prefix. One pass lists them
+//! on each node first, then asks for each whether its deciding local
+//! transaction is still running, and only then whether it left a decision
+//! row, so a DT that is committing right now is never rolled back.
+
+pub mod decide;
+
+use crate::catalog;
+use crate::error::{DgError, DgResult};
+use crate::fdw;
+use crate::gid::Gid;
+use crate::gucs;
+use crate::remote::cache;
+use crate::remote::wait::deadline_after;
+use decide::{decide, Action};
+use pgrx::pg_sys;
+use std::collections::HashSet;
+
+const LIST_SQL: &str = "SELECT gid, prepared::text FROM pg_prepared_xacts \
+     WHERE database = current_database() AND starts_with(gid, $1) ORDER BY prepared, gid";
+
+/// One prepared transaction found on a node.
+pub struct InDoubt {
+    pub node: String,
+    pub gid: String,
+    pub prepared: String,
+    pub action: Action,
+}
+
+fn prefix() -> String {
+    // SAFETY: reads the backend's database oid.
+    let database = unsafe { pg_sys::MyDatabaseId }.to_u32();
+    Gid::prefix(&catalog::coordinator_id(), database)
+}
+
+/// `(gid, prepared)` of this coordinator database's prepared transactions
+/// on `node`, read with the current role's mapping.
+fn list(node: &str, prefix: &str) -> DgResult<Vec<(String, String)>> {
+    let mut conn = cache::take(&fdw::lookup(node)?)?;
+    let deadline = deadline_after(Some(gucs::cleanup_timeout()));
+    let result = conn.exec(LIST_SQL, Some(&[Some(prefix.to_string())]), deadline);
+    cache::give_back(conn);
+    let tuples = result?.tuples;
+    let text = |t: &crate::remote::libpq::PgResult, r, c| {
+        t.value(r, c)
+            .map(|v| v.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    Ok(tuples.map_or_else(Vec::new, |t| {
+        (0..t.ntuples())
+            .map(|r| (text(&t, r, 0), text(&t, r, 1)))
+            .collect()
+    }))
+}
+
+/// What presumed abort says about `gid`, in the order that makes it safe.
+fn classify(gid: &Gid) -> Action {
+    // SAFETY: asks the proc array about a 32-bit xid; the full xid's epoch
+    // is current for any transaction recent enough to be running.
+    let in_progress =
+        unsafe { pg_sys::TransactionIdIsInProgress(pg_sys::TransactionId::from(gid.xid as u32)) };
+    decide(
+        in_progress,
+        in_progress || catalog::decision_exists(gid.xid),
+    )
+}
+
+/// Every node's in-doubt transactions, each once (two servers may name
+/// the same peer database); a node that cannot be read is skipped with a
+/// WARNING naming it.
+pub fn scan() -> Vec<InDoubt> {
+    let prefix = prefix();
+    let mut seen = HashSet::new();
+    let mut found = Vec::new();
+    for node in catalog::node_names() {
+        let rows = match list(&node, &prefix) {
+            Ok(rows) => rows,
+            Err(e) => {
+                skip_node(&node, e);
+                continue;
+            }
+        };
+        for (gid, prepared) in rows {
+            let Some(parsed) = Gid::parse(&gid) else {
+                continue;
+            };
+            if seen.insert(gid.clone()) {
+                let action = classify(&parsed);
+                found.push(InDoubt {
+                    node: node.clone(),
+                    gid,
+                    prepared,
+                    action,
+                });
+            }
+        }
+    }
+    found
+}
+
+fn skip_node(node: &str, e: DgError) {
+    pgrx::warning!(
+        "dg: skipping node \"{node}\" during recovery: {}",
+        e.message()
+    );
+}
+
+/// One resolver pass: finish every in-doubt transaction that can be
+/// decided now. Returns (node, gid, action, result) for each one seen.
+pub fn pass() -> Vec<(String, String, &'static str, String)> {
+    scan()
+        .into_iter()
+        .map(|t| {
+            let result = match t.action {
+                Action::Leave => "in progress".to_string(),
+                action => finish(&t.gid, action).unwrap_or_else(|e| e.message()),
+            };
+            (t.node, t.gid, t.action.name(), result)
+        })
+        .collect()
+}
+
+/// Commits or rolls back `gid` with the credentials that prepared it.
+/// "Does not exist" means another finisher (the DT's own backend) won.
+fn finish(gid: &str, action: Action) -> DgResult<String> {
+    let parsed =
+        Gid::parse(gid).ok_or_else(|| DgError::Unsupported(format!("not a dg GID: {gid}")))?;
+    let target = fdw::lookup_mapping(pg_sys::Oid::from(parsed.mapping))?;
+    match end_prepared(&target, gid, action == Action::Commit) {
+        Err(DgError::Remote(e)) if e.is_undefined_object() => Ok("already finished".to_string()),
+        other => other,
+    }
+}
+
+/// `COMMIT PREPARED` or `ROLLBACK PREPARED` on a connection of its own.
+fn end_prepared(target: &fdw::Target, gid: &str, commit: bool) -> DgResult<String> {
+    let mut conn = cache::take(target)?;
+    let verb = if commit { "COMMIT" } else { "ROLLBACK" };
+    let sql = format!("{verb} PREPARED {}", pgrx::spi::quote_literal(gid));
+    let result = conn.exec(&sql, None, deadline_after(Some(gucs::cleanup_timeout())));
+    cache::give_back(conn);
+    result.map(|_| if commit { "committed" } else { "rolled back" }.to_string())
+}
+
+/// `dg.resolve()`: a superuser's manual decision for a prepared transaction
+/// whose coordinator is gone, with the superuser's own mapping for `node`.
+pub fn resolve(node: &str, gid: &str, commit: bool) -> DgResult<String> {
+    // SAFETY: plain catalog lookup of the current user.
+    if !unsafe { pg_sys::superuser() } {
+        return Err(DgError::SuperuserOnly("dg.resolve()"));
+    }
+    end_prepared(&fdw::lookup(node)?, gid, commit)
+}
