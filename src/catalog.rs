@@ -58,6 +58,28 @@ pub fn decision_exists(xid: u64) -> bool {
     .unwrap_or(false)
 }
 
+/// The oldest full xid still running now: every older transaction has
+/// committed or aborted.
+pub fn xid_horizon() -> u64 {
+    Spi::get_one::<i64>("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+        .ok()
+        .flatten()
+        .unwrap_or(0) as u64
+}
+
+/// Deletes the decisions of transactions older than `horizon`, except
+/// those of `keep` (whose prepared transactions are not finished yet).
+pub fn forget_decisions(horizon: u64, keep: &[u64]) {
+    let keep: Vec<i64> = keep.iter().map(|x| *x as i64).collect();
+    as_owner(|| {
+        Spi::run_with_args(
+            "DELETE FROM dg.decisions WHERE xid < $1 AND xid <> ALL ($2)",
+            &[(horizon as i64).into(), keep.into()],
+        )
+    })
+    .unwrap_or_else(|e| pgrx::error!("could not forget finished decisions: {e}"));
+}
+
 /// The names of every server usable as a node.
 pub fn node_names() -> Vec<String> {
     Spi::connect(|client| {

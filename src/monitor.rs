@@ -99,6 +99,7 @@ fn in_doubt_transactions() -> TableIterator<
 > {
     TableIterator::new(
         crate::recovery::scan()
+            .0
             .into_iter()
             .map(|t| (t.node, t.gid, t.prepared, t.action.name().to_string())),
     )

@@ -67,17 +67,19 @@ fn classify(gid: &Gid) -> Action {
 }
 
 /// Every node's in-doubt transactions, each once (two servers may name
-/// the same peer database); a node that cannot be read is skipped with a
-/// WARNING naming it.
-pub fn scan() -> Vec<InDoubt> {
+/// the same peer database), and whether every node could be read; a node
+/// that cannot is skipped with a WARNING naming it.
+pub fn scan() -> (Vec<InDoubt>, bool) {
     let prefix = prefix();
     let mut seen = HashSet::new();
     let mut found = Vec::new();
+    let mut complete = true;
     for node in catalog::node_names() {
         let rows = match list(&node, &prefix) {
             Ok(rows) => rows,
             Err(e) => {
                 skip_node(&node, e);
+                complete = false;
                 continue;
             }
         };
@@ -96,7 +98,7 @@ pub fn scan() -> Vec<InDoubt> {
             }
         }
     }
-    found
+    (found, complete)
 }
 
 fn skip_node(node: &str, e: DgError) {
@@ -107,18 +109,35 @@ fn skip_node(node: &str, e: DgError) {
 }
 
 /// One resolver pass: finish every in-doubt transaction that can be
-/// decided now. Returns (node, gid, action, result) for each one seen.
+/// decided now, then forget the decisions nobody needs any more. Returns
+/// (node, gid, action, result) for each transaction seen.
+///
+/// A decision may go once its local transaction finished before the pass
+/// began listing (its xid is below the horizon: every GID of it still
+/// prepared was then listed) and none of its GIDs is still prepared. That
+/// needs every node listed; after a partial pass all rows stay.
 pub fn pass() -> Vec<(String, String, &'static str, String)> {
-    scan()
+    let horizon = catalog::xid_horizon();
+    let (found, complete) = scan();
+    let mut still_prepared = Vec::new();
+    let report = found
         .into_iter()
         .map(|t| {
             let result = match t.action {
-                Action::Leave => "in progress".to_string(),
-                action => finish(&t.gid, action).unwrap_or_else(|e| e.message()),
+                Action::Leave => Err(DgError::Unsupported("in progress".into())),
+                action => finish(&t.gid, action),
             };
+            if result.is_err() {
+                still_prepared.extend(Gid::parse(&t.gid).map(|g| g.xid));
+            }
+            let result = result.unwrap_or_else(|e| e.message());
             (t.node, t.gid, t.action.name(), result)
         })
-        .collect()
+        .collect();
+    if complete {
+        catalog::forget_decisions(horizon, &still_prepared);
+    }
+    report
 }
 
 /// Commits or rolls back `gid` with the credentials that prepared it.
