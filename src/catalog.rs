@@ -80,6 +80,18 @@ pub fn forget_decisions(horizon: u64, keep: &[u64]) {
     .unwrap_or_else(|e| pgrx::error!("could not forget finished decisions: {e}"));
 }
 
+/// Some user mapping of `node`, PUBLIC's first.
+pub fn any_mapping(node: &str) -> Option<pg_sys::Oid> {
+    as_owner(|| {
+        Spi::get_one_with_args::<pg_sys::Oid>(
+            "SELECT umid FROM pg_user_mappings WHERE srvname = $1 ORDER BY umuser <> 0, umid LIMIT 1",
+            &[node.into()],
+        )
+    })
+    .ok()
+    .flatten()
+}
+
 /// The names of every server usable as a node.
 pub fn node_names() -> Vec<String> {
     Spi::connect(|client| {

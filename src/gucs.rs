@@ -7,6 +7,8 @@ use std::time::Duration;
 static CONNECT_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(10);
 static REMOTE_STATEMENT_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(-1);
 static MAX_CACHED_CONNECTIONS: GucSetting<i32> = GucSetting::<i32>::new(64);
+static RESOLVER_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(5000);
+static RESOLVER_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
 
 /// How long cleanup (abort, finish) may wait on a peer when no
 /// `dg.remote_statement_timeout` is set. Interrupts are held on those paths,
@@ -43,6 +45,24 @@ pub fn init() {
         0,
         10_000,
         GucContext::Userset,
+        GucFlags::empty(),
+    );
+    GucRegistry::define_int_guc(
+        c"dg.resolver_interval",
+        c"Time between resolver passes over the in-doubt transactions.",
+        c"A backend that cannot finish a prepared transaction also wakes the resolver at once.",
+        &RESOLVER_INTERVAL,
+        100,
+        3_600_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_bool_guc(
+        c"dg.resolver_enabled",
+        c"Whether the resolver finishes in-doubt transactions on its own.",
+        c"Off leaves them to dg.recover(); for tests and emergencies.",
+        &RESOLVER_ENABLED,
+        GucContext::Sighup,
         GucFlags::empty(),
     );
     reserve_prefix();
@@ -84,4 +104,12 @@ pub fn cleanup_timeout() -> Duration {
 
 pub fn max_cached_connections() -> usize {
     MAX_CACHED_CONNECTIONS.get().max(0) as usize
+}
+
+pub fn resolver_interval() -> Duration {
+    Duration::from_millis(RESOLVER_INTERVAL.get().max(1) as u64)
+}
+
+pub fn resolver_enabled() -> bool {
+    RESOLVER_ENABLED.get()
 }

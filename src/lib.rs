@@ -38,6 +38,7 @@ pub extern "C-unwind" fn _PG_init() {
     gucs::init();
     remote::cache::init();
     xact::init();
+    recovery::worker::init();
 }
 
 /// Required by `cargo pgrx test`.

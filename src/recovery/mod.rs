@@ -5,6 +5,7 @@
 //! row, so a DT that is committing right now is never rolled back.
 
 pub mod decide;
+pub mod worker;
 
 use crate::catalog;
 use crate::error::{DgError, DgResult};
@@ -35,9 +36,17 @@ fn prefix() -> String {
 }
 
 /// `(gid, prepared)` of this coordinator database's prepared transactions
-/// on `node`, read with the current role's mapping.
+/// on `node`, read with the current role's mapping, else any mapping of
+/// the node: the resolver runs as a superuser that may have none.
 fn list(node: &str, prefix: &str) -> DgResult<Vec<(String, String)>> {
-    let mut conn = cache::take(&fdw::lookup(node)?)?;
+    let target = match fdw::lookup(node) {
+        Err(DgError::NoMapping(_)) => match catalog::any_mapping(node) {
+            Some(mapping) => fdw::lookup_mapping(mapping)?,
+            None => return Err(DgError::NoMapping(node.into())),
+        },
+        target => target?,
+    };
+    let mut conn = cache::take(&target)?;
     let deadline = deadline_after(Some(gucs::cleanup_timeout()));
     let result = conn.exec(LIST_SQL, Some(&[Some(prefix.to_string())]), deadline);
     cache::give_back(conn);

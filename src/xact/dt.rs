@@ -374,7 +374,9 @@ impl Participant {
     }
 }
 
+/// Warns, and wakes the resolver: it finishes the job.
 fn warn_unfinished(node: &str, action: &'static str, e: DgError) {
+    crate::recovery::worker::request_pass();
     DgError::Unfinished {
         node: node.to_string(),
         action,

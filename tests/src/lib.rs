@@ -256,6 +256,37 @@ impl Node {
             .unwrap_or_else(|e| panic!("connect to {} db {db}: {e}", self.name))
     }
 
+    /// Kills the postmaster with SIGKILL, as a crash would, and starts the
+    /// server again (crash recovery runs). Its children notice the dead
+    /// postmaster and exit; until they have, the new start is refused.
+    pub fn crash_and_restart(&self) {
+        let pid_file =
+            fs::read_to_string(self.dir.join("data/postmaster.pid")).expect("postmaster.pid");
+        let pid = pid_file
+            .lines()
+            .next()
+            .expect("pid line")
+            .trim()
+            .to_string();
+        let killed = Command::new("kill")
+            .args(["-9", &pid])
+            .status()
+            .expect("kill");
+        assert!(killed.success(), "kill -9 {pid}");
+        let pg_ctl = format!("{PG_BIN}/pg_ctl");
+        let data = self.dir.join("data").to_str().unwrap().to_string();
+        let log = self.log_path().to_str().unwrap().to_string();
+        let started = wait_until(Duration::from_secs(60), || {
+            as_postgres(
+                Path::new("/"),
+                &[&pg_ctl, "-D", &data, "-l", &log, "-w", "start"],
+            )
+            .status
+            .success()
+        });
+        assert!(started, "{} did not restart:\n{}", self.name, self.log());
+    }
+
     /// Immediate shutdown and removal of the directory; idempotent.
     pub fn stop(&self) {
         if self.stopped.swap(true, Ordering::SeqCst) {

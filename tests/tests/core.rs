@@ -10,7 +10,9 @@ use dg_tests::{
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
-static CLUSTER: LazyLock<Cluster> = LazyLock::new(|| Cluster::start(2));
+/// The resolver is off: these tests look at decision rows it would delete.
+static CLUSTER: LazyLock<Cluster> =
+    LazyLock::new(|| Cluster::start_with(2, &["dg.resolver_enabled = off"]));
 
 /// A database with `accounts(id, balance)` on both peers, account 1
 /// holding 1000 on each.

@@ -1,0 +1,171 @@
+//! The resolver: a launcher, started with the server, that runs a pass in
+//! every database where dg is installed each `dg.resolver_interval`, and at
+//! once when a backend reports a failed finish.
+//!
+//! A pass runs in a one-shot worker connected to that database, which
+//! exits when done: a worker that stayed connected would make a plain
+//! `DROP DATABASE` fail, and one per database would exhaust
+//! `max_worker_processes`. The launcher itself connects to no database and
+//! reads `pg_database` directly.
+
+use crate::gucs;
+use pgrx::bgworkers::{
+    BackgroundWorker, BackgroundWorkerBuilder, DynamicBackgroundWorker, SignalWakeFlags,
+};
+use pgrx::lwlock::PgLwLock;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::shmem::PGRXSharedMemory;
+use std::time::{Duration, Instant};
+
+/// Passes that may run at once; more databases wait for the next tick.
+const MAX_PASSES: usize = 4;
+
+#[derive(Copy, Clone, Default)]
+pub struct Shared {
+    launcher_pid: i32,
+    /// A backend could not finish a prepared transaction: pass now.
+    urgent: bool,
+}
+
+// SAFETY: plain old data, no pointers.
+unsafe impl PGRXSharedMemory for Shared {}
+
+pub static SHARED: PgLwLock<Shared> = unsafe { PgLwLock::new(c"dg_resolver") };
+
+pub fn init() {
+    pgrx::pg_shmem_init!(SHARED);
+    BackgroundWorkerBuilder::new("dg resolver")
+        .set_type("dg resolver")
+        .set_library("dg")
+        .set_function("dg_resolver_launcher")
+        // A connection (to no database) lets it read pg_database.
+        .enable_spi_access()
+        .set_start_time(pgrx::bgworkers::BgWorkerStartTime::RecoveryFinished)
+        .set_restart_time(Some(Duration::from_secs(5)))
+        .load();
+}
+
+/// Asks the resolver for a pass now; from a backend whose finish failed.
+/// Never raises (it runs in the commit path).
+pub fn request_pass() {
+    let pid = {
+        let mut shared = SHARED.exclusive();
+        shared.urgent = true;
+        shared.launcher_pid
+    };
+    // SAFETY: looks up the launcher's PGPROC; a vanished pid gives NULL.
+    unsafe {
+        let proc_ = pg_sys::BackendPidGetProc(pid);
+        if pid != 0 && !proc_.is_null() {
+            pg_sys::SetLatch(&raw mut (*proc_).procLatch);
+        }
+    }
+}
+
+/// Databases a pass may run in: not templates, accepting connections.
+fn databases() -> Vec<pg_sys::Oid> {
+    BackgroundWorker::transaction(|| {
+        let mut oids = Vec::new();
+        // SAFETY: a catalog heap scan of pg_database inside a transaction,
+        // ended and closed before returning.
+        unsafe {
+            let rel = pg_sys::table_open(pg_sys::DatabaseRelationId, pg_sys::AccessShareLock as _);
+            let scan = pg_sys::table_beginscan_catalog(rel, 0, std::ptr::null_mut());
+            loop {
+                let tuple = pg_sys::heap_getnext(scan, pg_sys::ScanDirection::ForwardScanDirection);
+                if tuple.is_null() {
+                    break;
+                }
+                let db = pg_sys::GETSTRUCT(tuple) as *const pg_sys::FormData_pg_database;
+                if (*db).datallowconn && !(*db).datistemplate {
+                    oids.push((*db).oid);
+                }
+            }
+            pg_sys::table_endscan(scan);
+            pg_sys::table_close(rel, pg_sys::AccessShareLock as _);
+        }
+        oids
+    })
+}
+
+fn start_pass(db: pg_sys::Oid) -> Option<DynamicBackgroundWorker> {
+    BackgroundWorkerBuilder::new("dg resolver pass")
+        .set_type("dg resolver")
+        .set_library("dg")
+        .set_function("dg_resolver_pass")
+        .set_argument(Some(pg_sys::Datum::from(db)))
+        .enable_spi_access()
+        .set_restart_time(None)
+        // SAFETY: reads the launcher's own pid.
+        .set_notify_pid(unsafe { pg_sys::MyProcPid })
+        .load_dynamic()
+        .ok()
+}
+
+/// # Safety
+/// Called by the postmaster as a background worker's entry point.
+#[pg_guard]
+#[no_mangle]
+pub unsafe extern "C-unwind" fn dg_resolver_launcher(_arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    BackgroundWorker::connect_worker_to_spi(None, None);
+    // SAFETY: reads the worker's own pid.
+    SHARED.exclusive().launcher_pid = unsafe { pg_sys::MyProcPid };
+    let mut running: Vec<(pg_sys::Oid, DynamicBackgroundWorker)> = Vec::new();
+    let mut next_pass = Instant::now();
+    loop {
+        let wait = next_pass
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(10));
+        if !BackgroundWorker::wait_latch(Some(wait)) {
+            break;
+        }
+        if BackgroundWorker::sighup_received() {
+            // SAFETY: reloads the configuration file, as any worker does.
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+        }
+        running.retain(|(_, w)| w.pid().is_ok());
+        let urgent = std::mem::take(&mut SHARED.exclusive().urgent);
+        if !gucs::resolver_enabled() || !(urgent || Instant::now() >= next_pass) {
+            continue;
+        }
+        next_pass = Instant::now() + gucs::resolver_interval();
+        for db in databases() {
+            if running.len() >= MAX_PASSES {
+                break;
+            }
+            if running.iter().any(|(d, _)| *d == db) {
+                continue;
+            }
+            if let Some(w) = start_pass(db) {
+                running.push((db, w));
+            }
+        }
+    }
+}
+
+/// One pass in one database, then exit. Databases without dg are left at
+/// once.
+///
+/// # Safety
+/// Called by the postmaster as a background worker's entry point.
+#[pg_guard]
+#[no_mangle]
+pub unsafe extern "C-unwind" fn dg_resolver_pass(arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGTERM);
+    let db = pg_sys::Oid::from(arg.value() as u32);
+    BackgroundWorker::connect_worker_to_spi_by_oid(Some(db), None);
+    BackgroundWorker::transaction(|| {
+        // SAFETY: catalog lookup by name; missing_ok.
+        let installed =
+            unsafe { pg_sys::get_extension_oid(c"dg".as_ptr(), true) } != pg_sys::InvalidOid;
+        if installed {
+            for (node, gid, action, result) in super::pass() {
+                if action != "leave" {
+                    pgrx::log!("dg resolver: {action} {gid} on node \"{node}\": {result}");
+                }
+            }
+        }
+    });
+}
