@@ -15,6 +15,7 @@ mod gucs;
 mod monitor;
 mod recovery;
 mod remote;
+mod stats;
 mod xact;
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -39,6 +40,7 @@ pub extern "C-unwind" fn _PG_init() {
     remote::cache::init();
     xact::init();
     recovery::worker::init();
+    stats::init();
 }
 
 /// Required by `cargo pgrx test`.

@@ -104,3 +104,37 @@ fn in_doubt_transactions() -> TableIterator<
             .map(|t| (t.node, t.gid, t.prepared, t.action.name().to_string())),
     )
 }
+
+/// Behind the `dg.stats` view.
+#[allow(clippy::type_complexity)]
+#[pg_extern(sql = false)]
+fn stats_counters() -> TableIterator<
+    'static,
+    (
+        name!(committed_2pc, i64),
+        name!(committed_1pc, i64),
+        name!(aborted, i64),
+        name!(finish_failures, i64),
+        name!(resolver_commits, i64),
+        name!(resolver_aborts, i64),
+        name!(prepare_count, i64),
+        name!(prepare_us, i64),
+        name!(finish_count, i64),
+        name!(finish_us, i64),
+    ),
+> {
+    let c = crate::stats::snapshot();
+    let n = |v: u64| v as i64;
+    TableIterator::once((
+        n(c.committed_2pc),
+        n(c.committed_1pc),
+        n(c.aborted),
+        n(c.finish_failures),
+        n(c.resolver_commits),
+        n(c.resolver_aborts),
+        n(c.prepare_count),
+        n(c.prepare_us),
+        n(c.finish_count),
+        n(c.finish_us),
+    ))
+}

@@ -136,6 +136,16 @@ pub fn pass() -> Vec<(String, String, &'static str, String)> {
                 Action::Leave => Err(DgError::Unsupported("in progress".into())),
                 action => finish(&t.gid, action),
             };
+            if result.as_deref().is_ok_and(|r| r != "already finished") {
+                let commit = t.action == Action::Commit;
+                crate::stats::add(|s| {
+                    if commit {
+                        s.resolver_commits += 1
+                    } else {
+                        s.resolver_aborts += 1
+                    }
+                });
+            }
             if result.is_err() {
                 still_prepared.extend(Gid::parse(&t.gid).map(|g| g.xid));
             }

@@ -13,6 +13,7 @@ use crate::gucs;
 use crate::remote::cache;
 use crate::remote::connection::{Connection, Outcome};
 use crate::remote::wait::deadline_after;
+use crate::stats;
 use pgrx::pg_sys;
 use std::time::Instant;
 
@@ -38,6 +39,8 @@ pub struct Dt {
     /// Session scope: the current local transaction ran dg calls, so its
     /// abort aborts the DT.
     pub touched: bool,
+    /// How the prepare phase committed, once it ran.
+    pub protocol: Option<Protocol>,
     begin_sql: String,
 }
 
@@ -100,6 +103,7 @@ impl Dt {
             state: DtState::Active,
             participants: Vec::new(),
             touched: false,
+            protocol: None,
             begin_sql: begin_statement(),
         }
     }
@@ -154,9 +158,20 @@ impl Dt {
             .iter()
             .filter(|p| open(p) && p.work == Work::Write)
             .count();
-        match protocol(writers, local_must_agree) {
+        let chosen = protocol(writers, local_must_agree);
+        self.protocol = Some(chosen);
+        match chosen {
             Protocol::ReadOnly | Protocol::OnePhase => self.commit_one_phase(deadline),
-            Protocol::TwoPhase => self.prepare_two_phase(deadline),
+            Protocol::TwoPhase => {
+                let started = Instant::now();
+                let prepared = self.prepare_two_phase(deadline);
+                let took = stats::micros(started.elapsed());
+                stats::add(|s| {
+                    s.prepare_count += 1;
+                    s.prepare_us += took;
+                });
+                prepared
+            }
         }
     }
 
@@ -228,6 +243,7 @@ impl Dt {
     /// After the local commit: COMMIT PREPARED everywhere. Never raises; a
     /// peer that cannot be finished now is left to the resolver.
     pub fn finish(&mut self) {
+        let started = Instant::now();
         let results = broadcast(&mut self.participants, cleanup_deadline(), |p| {
             (p.state == RemoteState::Prepared)
                 .then(|| format!("COMMIT PREPARED '{}'", p.gid.as_deref().unwrap_or_default()))
@@ -240,10 +256,24 @@ impl Dt {
             }
             p.state = RemoteState::Ended;
         }
+        let took = stats::micros(started.elapsed());
+        let two_phase = self.protocol == Some(Protocol::TwoPhase);
+        stats::add(|s| {
+            if two_phase {
+                s.committed_2pc += 1;
+                s.finish_count += 1;
+                s.finish_us += took;
+            } else if self.protocol.is_some() {
+                s.committed_1pc += 1;
+            }
+        });
     }
 
     /// Rolls every participant back, prepared or not. Never raises.
     pub fn abort(&mut self) {
+        if !self.participants.is_empty() {
+            stats::add(|s| s.aborted += 1);
+        }
         let deadline = cleanup_deadline();
         for p in self.participants.iter_mut().filter(|p| p.conn.busy) {
             p.conn.cancel_and_drain(deadline);
@@ -376,6 +406,7 @@ impl Participant {
 
 /// Warns, and wakes the resolver: it finishes the job.
 fn warn_unfinished(node: &str, action: &'static str, e: DgError) {
+    stats::add(|s| s.finish_failures += 1);
     crate::recovery::worker::request_pass();
     DgError::Unfinished {
         node: node.to_string(),
