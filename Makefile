@@ -5,7 +5,7 @@
 # Extra cargo features for the build that `make test` tests and installs
 # (e.g. a fault-injection feature). demo/setup/install use DG_FEATURES from
 # the environment, if any.
-TEST_FEATURES ?=
+TEST_FEATURES ?= fault_injection
 
 .PHONY: help demo stop test setup install regress clean-data
 

@@ -9,6 +9,7 @@ use pgrx::prelude::*;
 mod api;
 mod catalog;
 mod error;
+mod faults;
 mod fdw;
 mod gid;
 mod gucs;
@@ -41,6 +42,8 @@ pub extern "C-unwind" fn _PG_init() {
     xact::init();
     recovery::worker::init();
     stats::init();
+    #[cfg(feature = "fault_injection")]
+    faults::init();
 }
 
 /// Required by `cargo pgrx test`.

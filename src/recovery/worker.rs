@@ -16,10 +16,14 @@ use pgrx::lwlock::PgLwLock;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::shmem::PGRXSharedMemory;
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// Passes that may run at once; more databases wait for the next tick.
 const MAX_PASSES: usize = 4;
+
+/// How soon to retry when databases wait for a pass.
+const RETRY: Duration = Duration::from_millis(50);
 
 #[derive(Copy, Clone, Default)]
 pub struct Shared {
@@ -113,12 +117,17 @@ pub unsafe extern "C-unwind" fn dg_resolver_launcher(_arg: pg_sys::Datum) {
     // SAFETY: reads the worker's own pid.
     SHARED.exclusive().launcher_pid = unsafe { pg_sys::MyProcPid };
     let mut running: Vec<(pg_sys::Oid, DynamicBackgroundWorker)> = Vec::new();
-    let mut next_pass = Instant::now();
+    // Databases due for a pass, served in turn as pass workers finish (their
+    // exit wakes the launcher), so none waits behind the others for ever.
+    let mut pending: VecDeque<pg_sys::Oid> = VecDeque::new();
+    let mut next_round = Instant::now();
     loop {
-        let wait = next_pass
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_millis(10));
-        if !BackgroundWorker::wait_latch(Some(wait)) {
+        let wait = if pending.is_empty() {
+            next_round.saturating_duration_since(Instant::now())
+        } else {
+            RETRY
+        };
+        if !BackgroundWorker::wait_latch(Some(wait.max(Duration::from_millis(10)))) {
             break;
         }
         if BackgroundWorker::sighup_received() {
@@ -127,19 +136,30 @@ pub unsafe extern "C-unwind" fn dg_resolver_launcher(_arg: pg_sys::Datum) {
         }
         running.retain(|(_, w)| w.pid().is_ok());
         let urgent = std::mem::take(&mut SHARED.exclusive().urgent);
-        if !gucs::resolver_enabled() || !(urgent || Instant::now() >= next_pass) {
+        if !gucs::resolver_enabled() {
+            pending.clear();
             continue;
         }
-        next_pass = Instant::now() + gucs::resolver_interval();
-        for db in databases() {
-            if running.len() >= MAX_PASSES {
-                break;
+        if urgent || Instant::now() >= next_round {
+            next_round = Instant::now() + gucs::resolver_interval();
+            for db in databases() {
+                if !pending.contains(&db) {
+                    pending.push_back(db);
+                }
             }
+        }
+        while running.len() < MAX_PASSES {
+            let Some(db) = pending.pop_front() else { break };
             if running.iter().any(|(d, _)| *d == db) {
                 continue;
             }
-            if let Some(w) = start_pass(db) {
-                running.push((db, w));
+            match start_pass(db) {
+                Some(w) => running.push((db, w)),
+                None => {
+                    // No free worker slot now: try again shortly.
+                    pending.push_front(db);
+                    break;
+                }
             }
         }
     }

@@ -7,6 +7,7 @@
 use super::state::{protocol, DtState, Protocol, RemoteState, Scope, Work};
 use crate::catalog;
 use crate::error::{DgError, DgResult};
+use crate::faults::{self, Point};
 use crate::fdw;
 use crate::gid::Gid;
 use crate::gucs;
@@ -82,7 +83,7 @@ fn begin_statement() -> String {
 fn broadcast(
     parts: &mut [Participant],
     deadline: Option<Instant>,
-    cmd: impl Fn(&Participant) -> Option<String>,
+    mut cmd: impl FnMut(&Participant) -> Option<String>,
 ) -> Vec<Option<DgResult<Outcome>>> {
     let sent: Vec<Option<DgResult<()>>> = parts
         .iter_mut()
@@ -93,6 +94,33 @@ fn broadcast(
         .zip(sent)
         .map(|(p, s)| s.map(|s| s.and_then(|()| p.conn.collect(deadline, None))))
         .collect()
+}
+
+/// `broadcast`, or, when fault `point` is armed with k, the first k
+/// commands, the fault, then the rest (test builds only).
+fn broadcast_split(
+    parts: &mut [Participant],
+    deadline: Option<Instant>,
+    point: Point,
+    cmd: impl Fn(&Participant) -> Option<String>,
+) -> Vec<Option<DgResult<Outcome>>> {
+    let Some(k) = faults::split(point) else {
+        return broadcast(parts, deadline, cmd);
+    };
+    let mut sent = 0;
+    let first = broadcast(parts, deadline, |p| {
+        let c = cmd(p)?;
+        sent += 1;
+        (sent <= k).then_some(c)
+    });
+    faults::hit(point);
+    let mut seen = 0;
+    let rest = broadcast(parts, deadline, |p| {
+        let c = cmd(p)?;
+        seen += 1;
+        (seen > k).then_some(c)
+    });
+    first.into_iter().zip(rest).map(|(a, b)| a.or(b)).collect()
 }
 
 impl Dt {
@@ -138,6 +166,7 @@ impl Dt {
     /// The prepare phase. `local_must_agree`: the local transaction's
     /// commit must decide the DT together with the peers.
     pub fn prepare(&mut self, local_must_agree: bool) -> DgResult<()> {
+        faults::hit(Point::BeforePrepare);
         let deadline = statement_deadline();
         let open = |p: &Participant| p.state == RemoteState::Open;
         let asked = broadcast(&mut self.participants, deadline, |p| {
@@ -212,13 +241,17 @@ impl Dt {
                 p.gid = Some(gid.to_string());
             }
         }
-        let results = broadcast(&mut self.participants, deadline, |p| {
-            match (p.state, &p.gid) {
-                (RemoteState::Open, Some(gid)) => Some(format!("PREPARE TRANSACTION '{gid}'")),
-                (RemoteState::Open, None) => Some("COMMIT".to_string()),
-                _ => None,
-            }
-        });
+        let results =
+            broadcast_split(
+                &mut self.participants,
+                deadline,
+                Point::AfterPrepare,
+                |p| match (p.state, &p.gid) {
+                    (RemoteState::Open, Some(gid)) => Some(format!("PREPARE TRANSACTION '{gid}'")),
+                    (RemoteState::Open, None) => Some("COMMIT".to_string()),
+                    _ => None,
+                },
+            );
         let mut first_error = None;
         for (p, r) in self.participants.iter_mut().zip(results) {
             let Some(r) = r else { continue };
@@ -237,17 +270,26 @@ impl Dt {
             return Err(e);
         }
         catalog::record_decision(xid, &self.id);
+        faults::hit(Point::AfterDecision);
         Ok(())
     }
 
     /// After the local commit: COMMIT PREPARED everywhere. Never raises; a
     /// peer that cannot be finished now is left to the resolver.
     pub fn finish(&mut self) {
+        if self.protocol == Some(Protocol::TwoPhase) {
+            faults::hit(Point::AfterLocalCommit);
+        }
         let started = Instant::now();
-        let results = broadcast(&mut self.participants, cleanup_deadline(), |p| {
-            (p.state == RemoteState::Prepared)
-                .then(|| format!("COMMIT PREPARED '{}'", p.gid.as_deref().unwrap_or_default()))
-        });
+        let results = broadcast_split(
+            &mut self.participants,
+            cleanup_deadline(),
+            Point::BetweenFinishes,
+            |p| {
+                (p.state == RemoteState::Prepared)
+                    .then(|| format!("COMMIT PREPARED '{}'", p.gid.as_deref().unwrap_or_default()))
+            },
+        );
         for (p, r) in self.participants.iter_mut().zip(results) {
             match r {
                 None | Some(Ok(_)) => {}

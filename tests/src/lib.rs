@@ -257,9 +257,14 @@ impl Node {
     }
 
     /// Kills the postmaster with SIGKILL, as a crash would, and starts the
-    /// server again (crash recovery runs). Its children notice the dead
-    /// postmaster and exit; until they have, the new start is refused.
+    /// server again (crash recovery runs).
     pub fn crash_and_restart(&self) {
+        self.kill9();
+        self.start_again();
+    }
+
+    /// SIGKILL to the postmaster; its children notice and exit.
+    pub fn kill9(&self) {
         let pid_file =
             fs::read_to_string(self.dir.join("data/postmaster.pid")).expect("postmaster.pid");
         let pid = pid_file
@@ -268,11 +273,12 @@ impl Node {
             .expect("pid line")
             .trim()
             .to_string();
-        let killed = Command::new("kill")
-            .args(["-9", &pid])
-            .status()
-            .expect("kill");
-        assert!(killed.success(), "kill -9 {pid}");
+        let _ = Command::new("kill").args(["-9", &pid]).status();
+    }
+
+    /// Starts a server whose postmaster died. Until its old children have
+    /// exited, the start is refused, so it is retried.
+    pub fn start_again(&self) {
         let pg_ctl = format!("{PG_BIN}/pg_ctl");
         let data = self.dir.join("data").to_str().unwrap().to_string();
         let log = self.log_path().to_str().unwrap().to_string();
@@ -285,6 +291,22 @@ impl Node {
             .success()
         });
         assert!(started, "{} did not restart:\n{}", self.name, self.log());
+    }
+
+    /// Waits until the server accepts connections again (after a backend
+    /// crash the postmaster reinitializes on its own).
+    pub fn wait_ready(&self) {
+        let conn = format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres connect_timeout=2",
+            self.port
+        );
+        assert!(
+            wait_until(Duration::from_secs(60), || Client::connect(&conn, NoTls)
+                .is_ok()),
+            "{} does not accept connections:\n{}",
+            self.name,
+            self.log()
+        );
     }
 
     /// Immediate shutdown and removal of the directory; idempotent.
