@@ -36,7 +36,7 @@ fn transfer(db: &Db, fault: &str) -> bool {
     let mut c = db.coord();
     c.batch_execute(&format!("SET dg.fault = '{fault}'"))
         .unwrap();
-    let ok = c.batch_execute("BEGIN").is_ok()
+    c.batch_execute("BEGIN").is_ok()
         && dist_exec(
             &mut c,
             "peer1",
@@ -51,8 +51,7 @@ fn transfer(db: &Db, fault: &str) -> bool {
             &[],
         )
         .is_ok()
-        && c.batch_execute("COMMIT").is_ok();
-    ok
+        && c.batch_execute("COMMIT").is_ok()
 }
 
 fn tail(log: &str) -> String {
