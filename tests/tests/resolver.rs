@@ -6,7 +6,8 @@
 //! crash between PREPARE and COMMIT PREPARED leaves them: prepared under
 //! this coordinator database's GID, with or without a decision row.
 
-use dg_tests::{dist_exec_each, scalar, wait_until, Cluster, Db};
+use dg_tests::postgres::Client;
+use dg_tests::{dist_exec, dist_exec_each, scalar, wait_until, Cluster, Db, Node};
 use std::time::Duration;
 
 const RESOLVED_WITHIN: Duration = Duration::from_secs(15);
@@ -14,21 +15,29 @@ const RESOLVED_WITHIN: Duration = Duration::from_secs(15);
 /// Prepares `INSERT INTO t VALUES (id)` on peer `i` under the GID that
 /// local transaction `xid` of this coordinator database would use.
 fn orphan(db: &Db, i: usize, xid: i64, id: i32) {
-    let gid: String = db
-        .coord()
+    let gid = gid_of(&mut db.coord(), &format!("peer{i}"), xid);
+    prepare_on(&mut db.peer(i), &gid, id);
+}
+
+/// The GID local transaction `xid` of `coordinator`'s database would use
+/// on `node`.
+fn gid_of(coordinator: &mut Client, node: &str, xid: i64) -> String {
+    coordinator
         .query_one(
             "SELECT format('dg_%s_%s_%s_%s', (SELECT id FROM dg.coordinator),
                     (SELECT oid FROM pg_database WHERE datname = current_database()),
                     $1::bigint, (SELECT umid FROM pg_user_mappings WHERE srvname = $2))",
-            &[&xid, &format!("peer{i}")],
+            &[&xid, &node],
         )
         .unwrap()
-        .get(0);
-    db.peer(i)
-        .batch_execute(&format!(
-            "BEGIN; INSERT INTO t VALUES ({id}); PREPARE TRANSACTION '{gid}'"
-        ))
-        .unwrap();
+        .get(0)
+}
+
+fn prepare_on(peer: &mut Client, gid: &str, id: i32) {
+    peer.batch_execute(&format!(
+        "BEGIN; INSERT INTO t VALUES ({id}); PREPARE TRANSACTION '{gid}'"
+    ))
+    .unwrap();
 }
 
 fn rows(db: &Db, i: usize, id: i32) -> i64 {
@@ -110,7 +119,7 @@ fn decision_table_empties_under_load() {
     let db = cluster.db("load");
     db.on_peers("CREATE TABLE t (id int)");
     let mut c = db.coord();
-    for i in 0..300 {
+    for i in 0..10_000 {
         c.batch_execute("BEGIN").unwrap();
         dist_exec_each(
             &mut c,
@@ -119,10 +128,130 @@ fn decision_table_empties_under_load() {
         );
         c.batch_execute("COMMIT").unwrap();
     }
-    assert_eq!(rows(&db, 1, 299) + rows(&db, 2, 299), 2);
+    assert_eq!(rows(&db, 1, 9_999) + rows(&db, 2, 9_999), 2);
     assert!(
         wait_until(RESOLVED_WITHIN, || decisions(&db) == 0),
         "{} decision rows left",
         decisions(&db)
     );
+}
+
+#[test]
+fn coordinators_and_databases_keep_to_their_own() {
+    let cluster = Cluster::start_with(1, &["dg.resolver_interval = '200ms'"]);
+    let x = cluster.db("x");
+    let y = cluster.db("y");
+    x.on_peers("CREATE TABLE t (id int)");
+    // Coordinator A's databases x and y both use peer1's database x.
+    let mut ay = y.coord();
+    ay.batch_execute("ALTER SERVER peer1 OPTIONS (SET dbname 'x')")
+        .unwrap();
+    // Coordinator B, database x, on the same peer database.
+    let b = Node::coordinator("coord_b", &["dg.resolver_interval = '200ms'"]);
+    b.client("postgres")
+        .batch_execute("CREATE DATABASE x")
+        .unwrap();
+    let mut bx = b.client("x");
+    bx.batch_execute(&format!(
+        "CREATE EXTENSION dg;
+         CREATE SERVER peer1 FOREIGN DATA WRAPPER dg OPTIONS (host '127.0.0.1', port '{}', dbname 'x');
+         CREATE USER MAPPING FOR PUBLIC SERVER peer1 OPTIONS (user 'postgres');",
+        cluster.peers[0].port
+    ))
+    .unwrap();
+    let mut ax = x.coord();
+    let owners: [(&mut Client, i32); 3] = [(&mut ax, 1), (&mut ay, 2), (&mut bx, 3)];
+    // Each owner decided to commit its local transaction 3; any other
+    // resolver, finding no decision of its own, would roll it back.
+    let mut gids = Vec::new();
+    for (owner, id) in owners {
+        owner
+            .batch_execute("INSERT INTO dg.decisions (xid, dt_id) VALUES (3, 'decided')")
+            .unwrap();
+        gids.push((gid_of(owner, "peer1", 3), id));
+    }
+    let mut peer = x.peer(1);
+    for (gid, id) in &gids {
+        prepare_on(&mut peer, gid, *id);
+    }
+    assert!(
+        wait_until(RESOLVED_WITHIN, || x.prepared(1) == 0),
+        "left: {:?}",
+        x.prepared_gids(1)
+    );
+    let ids: Vec<i32> = peer
+        .query("SELECT id FROM t ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        ids,
+        [1, 2, 3],
+        "each transaction committed by its own coordinator database"
+    );
+}
+
+#[test]
+fn down_peer_does_not_stop_the_others() {
+    let cluster = Cluster::start_with(
+        2,
+        &[
+            "dg.resolver_interval = '200ms'",
+            "dg.resolver_enabled = off",
+        ],
+    );
+    let db = cluster.db("down");
+    db.on_peers("CREATE TABLE t (id int)");
+    orphan(&db, 1, 3, 1);
+    orphan(&db, 2, 3, 2);
+    cluster.peers[1].kill9();
+    let mut c = db.coord();
+    c.batch_execute("ALTER SYSTEM SET dg.resolver_enabled = on")
+        .unwrap();
+    c.batch_execute("SELECT pg_reload_conf()").unwrap();
+    drop(c);
+    assert!(
+        wait_until(RESOLVED_WITHIN, || db.prepared(1) == 0),
+        "peer1 waits for peer2"
+    );
+    assert!(cluster
+        .coordinator
+        .log()
+        .contains("skipping node \"peer2\""));
+    cluster.peers[1].start_again();
+    assert!(
+        wait_until(RESOLVED_WITHIN, || db.prepared(2) == 0),
+        "peer2 not resolved after it came back"
+    );
+    assert_eq!((rows(&db, 1, 1), rows(&db, 2, 2)), (0, 0));
+}
+
+#[test]
+fn pass_racing_a_prepare_leaves_it_alone() {
+    let cluster = Cluster::start_with(2, &["dg.resolver_interval = '100ms'"]);
+    let db = cluster.db("race");
+    db.on_peers("CREATE TABLE t (id int)");
+    for (n, fault) in ["after_prepare:1=sleep:1000", "after_decision=sleep:1000"]
+        .iter()
+        .enumerate()
+    {
+        let id = n as i32;
+        let mut c = db.coord();
+        c.batch_execute(&format!("SET dg.fault = '{fault}'; BEGIN"))
+            .unwrap();
+        for node in ["peer1", "peer2"] {
+            dist_exec(
+                &mut c,
+                node,
+                "INSERT INTO t VALUES ($1::int)",
+                &[&id.to_string()],
+            )
+            .unwrap();
+        }
+        // Passes run every 100 ms while the commit sleeps half-prepared.
+        c.batch_execute("COMMIT")
+            .unwrap_or_else(|e| panic!("{fault}: {e}"));
+        assert_eq!((rows(&db, 1, id), rows(&db, 2, id)), (1, 1), "{fault}");
+    }
 }
