@@ -20,7 +20,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// Passes that may run at once; more databases wait for the next tick.
-const MAX_PASSES: usize = 4;
+const MAX_PASSES: usize = 2;
 
 /// How soon to retry when databases wait for a pass.
 const RETRY: Duration = Duration::from_millis(50);

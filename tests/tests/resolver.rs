@@ -40,6 +40,16 @@ fn prepare_on(peer: &mut Client, gid: &str, id: i32) {
     .unwrap();
 }
 
+/// Turns the resolver on (tests set up their in-doubt transactions with it
+/// off: a real DT prepares before it decides, and a pass in between a test's
+/// decision row and its PREPARE would rightly forget the decision).
+fn enable_resolver(node: &Node) {
+    let mut c = node.client("postgres");
+    c.batch_execute("ALTER SYSTEM SET dg.resolver_enabled = on")
+        .unwrap();
+    c.batch_execute("SELECT pg_reload_conf()").unwrap();
+}
+
 fn rows(db: &Db, i: usize, id: i32) -> i64 {
     scalar(
         &mut db.peer(i),
@@ -53,7 +63,13 @@ fn decisions(db: &Db) -> i64 {
 
 #[test]
 fn resolves_orphans_with_no_client() {
-    let cluster = Cluster::start_with(2, &["dg.resolver_interval = '200ms'"]);
+    let cluster = Cluster::start_with(
+        2,
+        &[
+            "dg.resolver_interval = '200ms'",
+            "dg.resolver_enabled = off",
+        ],
+    );
     let db = cluster.db("orphans");
     db.on_peers("CREATE TABLE t (id int)");
     // Local transaction 4 decided to commit; 3 left no decision.
@@ -62,6 +78,7 @@ fn resolves_orphans_with_no_client() {
         .unwrap();
     orphan(&db, 1, 3, 3);
     orphan(&db, 2, 4, 4);
+    enable_resolver(&cluster.coordinator);
     assert!(
         wait_until(RESOLVED_WITHIN, || db.prepared(1) + db.prepared(2) == 0),
         "in-doubt transactions left: {:?} {:?}",
@@ -138,7 +155,11 @@ fn decision_table_empties_under_load() {
 
 #[test]
 fn coordinators_and_databases_keep_to_their_own() {
-    let cluster = Cluster::start_with(1, &["dg.resolver_interval = '200ms'"]);
+    let off = [
+        "dg.resolver_interval = '200ms'",
+        "dg.resolver_enabled = off",
+    ];
+    let cluster = Cluster::start_with(1, &off);
     let x = cluster.db("x");
     let y = cluster.db("y");
     x.on_peers("CREATE TABLE t (id int)");
@@ -147,7 +168,7 @@ fn coordinators_and_databases_keep_to_their_own() {
     ay.batch_execute("ALTER SERVER peer1 OPTIONS (SET dbname 'x')")
         .unwrap();
     // Coordinator B, database x, on the same peer database.
-    let b = Node::coordinator("coord_b", &["dg.resolver_interval = '200ms'"]);
+    let b = Node::coordinator("coord_b", &off);
     b.client("postgres")
         .batch_execute("CREATE DATABASE x")
         .unwrap();
@@ -174,6 +195,8 @@ fn coordinators_and_databases_keep_to_their_own() {
     for (gid, id) in &gids {
         prepare_on(&mut peer, gid, *id);
     }
+    enable_resolver(&cluster.coordinator);
+    enable_resolver(&b);
     assert!(
         wait_until(RESOLVED_WITHIN, || x.prepared(1) == 0),
         "left: {:?}",
@@ -206,11 +229,7 @@ fn down_peer_does_not_stop_the_others() {
     orphan(&db, 1, 3, 1);
     orphan(&db, 2, 3, 2);
     cluster.peers[1].kill9();
-    let mut c = db.coord();
-    c.batch_execute("ALTER SYSTEM SET dg.resolver_enabled = on")
-        .unwrap();
-    c.batch_execute("SELECT pg_reload_conf()").unwrap();
-    drop(c);
+    enable_resolver(&cluster.coordinator);
     assert!(
         wait_until(RESOLVED_WITHIN, || db.prepared(1) == 0),
         "peer1 waits for peer2"
