@@ -193,7 +193,8 @@ impl DgError {
         match self {
             Remote(r) => r.hint.clone(),
             UnknownNode(n) => Some(format!(
-                "Create it with CREATE SERVER {n} FOREIGN DATA WRAPPER dg OPTIONS (host '...', dbname '...')."
+                "Create it with CREATE SERVER {} FOREIGN DATA WRAPPER dg OPTIONS (host '...', dbname '...').",
+                pgrx::spi::quote_identifier(n)
             )),
             NoMapping(n) => Some(format!(
                 "Create one with CREATE USER MAPPING FOR CURRENT_USER (or PUBLIC) SERVER {n} OPTIONS (user '...', password '...')."

@@ -173,10 +173,17 @@ impl Connection {
                     }
                 }
                 ResultKind::Command => outcome.rows_affected = res.cmd_tuples(),
+                // COPY (or anything else dg does not drive): libpq hands
+                // back the same result until the copy is driven, so stop
+                // here. The connection is closed, which ends the remote
+                // transaction; the DT aborts with this error.
                 ResultKind::Other => {
-                    first_error.get_or_insert_with(|| {
-                        self.lost("unexpected result from the server".into())
-                    });
+                    self.busy = false;
+                    self.broken = true;
+                    return Err(DgError::Unsupported(format!(
+                        "COPY and other streaming protocols are not supported through dg (node \"{}\")",
+                        self.node
+                    )));
                 }
             }
         }
