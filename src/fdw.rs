@@ -9,8 +9,8 @@ use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::pg_sys::{self, Oid};
 use pgrx::prelude::*;
 use pgrx::{PgList, PgLogLevel};
-use std::cell::OnceCell;
 use std::ffi::{CStr, CString};
+use std::sync::OnceLock;
 
 /// Options that are libpq keywords but that dg sets itself or that would
 /// change what a connection is (a replication connection runs no SQL).
@@ -42,21 +42,17 @@ fn place_of(keyword: &str) -> Place {
     }
 }
 
-thread_local! {
-    /// (server, mapping) keywords; libpq's list does not change at run time.
-    static KEYWORDS: OnceCell<(Vec<String>, Vec<String>)> = const { OnceCell::new() };
-}
+/// (server, mapping) keywords; libpq's list does not change at run time.
+static KEYWORDS: OnceLock<(Vec<String>, Vec<String>)> = OnceLock::new();
 
 /// The keywords valid in `place`, from the libpq dg is linked with.
-fn valid_keywords(place: Place) -> Vec<String> {
-    KEYWORDS.with(|k| {
-        let (server, mapping) =
-            k.get_or_init(|| (keywords_of(Place::Server), keywords_of(Place::Mapping)));
-        match place {
-            Place::Server => server.clone(),
-            Place::Mapping => mapping.clone(),
-        }
-    })
+fn valid_keywords(place: Place) -> &'static [String] {
+    let (server, mapping) =
+        KEYWORDS.get_or_init(|| (keywords_of(Place::Server), keywords_of(Place::Mapping)));
+    match place {
+        Place::Server => server,
+        Place::Mapping => mapping,
+    }
 }
 
 fn keywords_of(place: Place) -> Vec<String> {

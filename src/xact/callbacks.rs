@@ -103,9 +103,7 @@ fn at_abort() {
             dt.abort();
             dt.state = DtState::Aborted;
             dt.touched = false;
-            std::mem::take(&mut dt.participants)
-                .into_iter()
-                .for_each(|p| crate::remote::cache::give_back(p.conn));
+            dt.release_participants();
         }
         Ok(())
     });

@@ -387,8 +387,14 @@ impl Dt {
     }
 
     /// Hands the connections back to the cache; the DT is over.
-    pub fn release(self) {
-        for p in self.participants {
+    pub fn release(mut self) {
+        self.release_participants();
+    }
+
+    /// Hands the participants' connections back to the cache and forgets
+    /// them; the DT itself stays (aborted, until rolled back).
+    pub fn release_participants(&mut self) {
+        for p in std::mem::take(&mut self.participants) {
             cache::give_back(p.conn);
         }
     }

@@ -144,10 +144,7 @@ pub fn rollback() -> DgResult<bool> {
         match dt.scope {
             Scope::Transaction => {
                 dt.state = DtState::Aborted;
-                let participants = std::mem::take(&mut dt.participants);
-                participants
-                    .into_iter()
-                    .for_each(|p| crate::remote::cache::give_back(p.conn));
+                dt.release_participants();
             }
             Scope::Session => {
                 if let Some(dt) = slot.take() {
