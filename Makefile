@@ -7,7 +7,7 @@
 # the environment, if any.
 TEST_FEATURES ?= fault_injection
 
-.PHONY: help demo stop test setup install regress clean-data
+.PHONY: help demo stop test setup install regress bench bench-long clean-data
 
 help:
 	@echo "make demo        set up everything, start a coordinator and two peers, run a transfer"
@@ -16,6 +16,8 @@ help:
 	@echo "make setup       install the tools dg needs, build and install dg"
 	@echo "make install     build and install dg only (debug; DG_RELEASE=1 for release)"
 	@echo "make regress     run the pg_regress suite against the installed dg"
+	@echo "make bench       dg against dblink 2PC, postgres_fdw and one node (bench/results/)"
+	@echo "make bench-long  dg at 8 clients for 10 minutes, then the decision table's size"
 	@echo "make clean-data  stop the nodes and delete their data"
 
 demo:
@@ -35,6 +37,12 @@ install:
 
 regress:
 	@bash scripts/regress.sh
+
+bench:
+	@bash bench/run.sh
+
+bench-long:
+	@DG_BENCH_LONG=1 bash bench/run.sh
 
 clean-data:
 	@bash scripts/stop.sh --clean

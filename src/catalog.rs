@@ -2,11 +2,18 @@
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
+use pgrx::spi::OwnedPreparedStatement;
 use std::cell::RefCell;
 
 thread_local! {
     /// (extension oid, coordinator id): re-read if the extension is re-created.
     static COORDINATOR: RefCell<Option<(pg_sys::Oid, String)>> = const { RefCell::new(None) };
+}
+
+thread_local! {
+    /// The decision INSERT, planned once per backend: it runs in every
+    /// two-phase commit. The plan cache replans it if the table changes.
+    static RECORD_DECISION: RefCell<Option<OwnedPreparedStatement>> = const { RefCell::new(None) };
 }
 
 /// This installation's coordinator UUID, made at CREATE EXTENSION.
@@ -34,10 +41,25 @@ pub fn coordinator_id() -> String {
 /// durable even under `synchronous_commit = off`.
 pub fn record_decision(xid: u64, dt_id: &str) {
     as_owner(|| {
-        Spi::run_with_args(
-            "INSERT INTO dg.decisions (xid, dt_id) VALUES ($1, $2)",
-            &[(xid as i64).into(), dt_id.into()],
-        )
+        Spi::connect_mut(|client| {
+            RECORD_DECISION.with(|plan| {
+                let mut plan = plan.borrow_mut();
+                if plan.is_none() {
+                    let types = [PgBuiltInOids::INT8OID.oid(), PgBuiltInOids::TEXTOID.oid()];
+                    *plan = Some(
+                        client
+                            .prepare_mut(
+                                "INSERT INTO dg.decisions (xid, dt_id) VALUES ($1, $2)",
+                                &types,
+                            )?
+                            .keep(),
+                    );
+                }
+                let plan = plan.as_ref().expect("planned above");
+                client.update(plan, None, &[(xid as i64).into(), dt_id.into()])?;
+                Ok::<_, pgrx::spi::SpiError>(())
+            })
+        })
     })
     .unwrap_or_else(|e| pgrx::error!("could not record the commit decision: {e}"));
     // SAFETY: marks the current transaction's commit as synchronous.
@@ -69,15 +91,55 @@ pub fn xid_horizon() -> u64 {
 
 /// Deletes the decisions of transactions older than `horizon`, except
 /// those of `keep` (whose prepared transactions are not finished yet).
-pub fn forget_decisions(horizon: u64, keep: &[u64]) {
+/// Returns how many went.
+pub fn forget_decisions(horizon: u64, keep: &[u64]) -> usize {
     let keep: Vec<i64> = keep.iter().map(|x| *x as i64).collect();
     as_owner(|| {
-        Spi::run_with_args(
-            "DELETE FROM dg.decisions WHERE xid < $1 AND xid <> ALL ($2)",
-            &[(horizon as i64).into(), keep.into()],
-        )
+        Spi::connect_mut(|client| {
+            client
+                .update(
+                    "DELETE FROM dg.decisions WHERE xid < $1 AND xid <> ALL ($2)",
+                    None,
+                    &[(horizon as i64).into(), keep.into()],
+                )
+                .map(|deleted| deleted.len())
+        })
     })
-    .unwrap_or_else(|e| pgrx::error!("could not forget finished decisions: {e}"));
+    .unwrap_or_else(|e| pgrx::error!("could not forget finished decisions: {e}"))
+}
+
+/// VACUUM dg.decisions, so the space of forgotten decisions is reused
+/// within one resolver interval instead of one autovacuum naptime: under
+/// load the table would otherwise grow by every decision of a minute.
+/// Without truncation, which would lock out committing transactions.
+/// Only for a background worker, outside any transaction.
+pub fn vacuum_decisions() {
+    // SAFETY: the worker is between transactions, as a top-level command
+    // runs; VACUUM starts and commits transactions of its own and needs a
+    // portal context to allocate in, as under autovacuum.
+    unsafe {
+        pg_sys::StartTransactionCommand();
+        let portal = pg_sys::AllocSetContextCreateExtended(
+            pg_sys::TopMemoryContext,
+            c"dg vacuum".as_ptr(),
+            pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
+            pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
+            pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
+        );
+        let old_portal = pg_sys::PortalContext;
+        pg_sys::PortalContext = portal;
+        let sql = c"VACUUM (TRUNCATE false) dg.decisions";
+        #[cfg(feature = "pg13")]
+        let parsed = pg_sys::raw_parser(sql.as_ptr());
+        #[cfg(not(feature = "pg13"))]
+        let parsed = pg_sys::raw_parser(sql.as_ptr(), pg_sys::RawParseMode::RAW_PARSE_DEFAULT);
+        let raw = pg_sys::list_nth(parsed, 0) as *mut pg_sys::RawStmt;
+        let pstate = pg_sys::make_parsestate(std::ptr::null_mut());
+        pg_sys::ExecVacuum(pstate, (*raw).stmt as *mut pg_sys::VacuumStmt, true);
+        pg_sys::CommitTransactionCommand();
+        pg_sys::PortalContext = old_portal;
+        pg_sys::MemoryContextDelete(portal);
+    }
 }
 
 /// Some user mapping of `node`, PUBLIC's first.

@@ -80,6 +80,7 @@ fn recover() -> TableIterator<
 > {
     TableIterator::new(
         crate::recovery::pass()
+            .0
             .into_iter()
             .map(|(node, gid, action, result)| (node, gid, action.to_string(), result)),
     )
@@ -121,6 +122,7 @@ fn stats_counters() -> TableIterator<
         name!(prepare_us, i64),
         name!(finish_count, i64),
         name!(finish_us, i64),
+        name!(remote_requests, i64),
     ),
 > {
     let c = crate::stats::snapshot();
@@ -136,5 +138,6 @@ fn stats_counters() -> TableIterator<
         n(c.prepare_us),
         n(c.finish_count),
         n(c.finish_us),
+        n(c.remote_requests),
     ))
 }

@@ -5,6 +5,7 @@
 use pgrx::lwlock::PgLwLock;
 use pgrx::prelude::*;
 use pgrx::shmem::PGRXSharedMemory;
+use std::cell::Cell;
 use std::time::Duration;
 
 #[derive(Copy, Clone, Default)]
@@ -19,6 +20,7 @@ pub struct Counters {
     pub prepare_us: u64,
     pub finish_count: u64,
     pub finish_us: u64,
+    pub remote_requests: u64,
 }
 
 // SAFETY: plain old data, no pointers.
@@ -30,8 +32,22 @@ pub fn init() {
     pgrx::pg_shmem_init!(COUNTERS);
 }
 
+thread_local! {
+    /// Requests this backend sent since it last added to the counters:
+    /// counted locally, so a send takes no lock.
+    static REQUESTS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// One request (a statement, or a pipeline of them) went to a peer.
+pub fn count_request() {
+    REQUESTS.with(|r| r.set(r.get() + 1));
+}
+
+/// Updates the counters, with the requests counted since the last update.
 pub fn add(f: impl FnOnce(&mut Counters)) {
-    f(&mut COUNTERS.exclusive());
+    let mut c = COUNTERS.exclusive();
+    c.remote_requests += REQUESTS.with(Cell::take);
+    f(&mut c);
 }
 
 pub fn micros(d: Duration) -> u64 {

@@ -124,8 +124,10 @@ fn skip_node(node: &str, e: DgError) {
 /// A decision may go once its local transaction finished before the pass
 /// began listing (its xid is below the horizon: every GID of it still
 /// prepared was then listed) and none of its GIDs is still prepared. That
-/// needs every node listed; after a partial pass all rows stay.
-pub fn pass() -> Vec<(String, String, &'static str, String)> {
+/// needs every node listed; after a partial pass all rows stay. Also
+/// returns how many decisions went.
+#[allow(clippy::type_complexity)]
+pub fn pass() -> (Vec<(String, String, &'static str, String)>, usize) {
     let horizon = catalog::xid_horizon();
     let (found, complete) = scan();
     let mut still_prepared = Vec::new();
@@ -153,10 +155,12 @@ pub fn pass() -> Vec<(String, String, &'static str, String)> {
             (t.node, t.gid, t.action.name(), result)
         })
         .collect();
-    if complete {
-        catalog::forget_decisions(horizon, &still_prepared);
-    }
-    report
+    let forgotten = if complete {
+        catalog::forget_decisions(horizon, &still_prepared)
+    } else {
+        0
+    };
+    (report, forgotten)
 }
 
 /// Commits or rolls back `gid` with the credentials that prepared it.

@@ -176,16 +176,22 @@ pub unsafe extern "C-unwind" fn dg_resolver_pass(arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGTERM);
     let db = pg_sys::Oid::from(arg.value() as u32);
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(db), None);
-    BackgroundWorker::transaction(|| {
+    let forgotten = BackgroundWorker::transaction(|| {
         // SAFETY: catalog lookup by name; missing_ok.
         let installed =
             unsafe { pg_sys::get_extension_oid(c"dg".as_ptr(), true) } != pg_sys::InvalidOid;
-        if installed {
-            for (node, gid, action, result) in super::pass() {
-                if action != "leave" {
-                    pgrx::log!("dg resolver: {action} {gid} on node \"{node}\": {result}");
-                }
+        if !installed {
+            return 0;
+        }
+        let (report, forgotten) = super::pass();
+        for (node, gid, action, result) in report {
+            if action != "leave" {
+                pgrx::log!("dg resolver: {action} {gid} on node \"{node}\": {result}");
             }
         }
+        forgotten
     });
+    if forgotten > 0 {
+        crate::catalog::vacuum_decisions();
+    }
 }

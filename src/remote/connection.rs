@@ -27,6 +27,13 @@ pub struct Connection {
     /// The peer asked for (and got) the mapping's password. A cached
     /// connection is only handed to a role for which that is enough.
     pub used_password: bool,
+    /// Statements whose results are still to be read; the last is the one
+    /// whose outcome counts, those before it (BEGIN, SAVEPOINT) only fail.
+    queued: usize,
+    /// The statements in flight went out as one pipeline.
+    pipelined: bool,
+    /// Rows of the last statement in flight come one result per row.
+    stream_last: bool,
     conn: PgConn,
 }
 
@@ -79,6 +86,9 @@ impl Connection {
             busy: false,
             broken: false,
             used_password,
+            queued: 0,
+            pipelined: false,
+            stream_last: false,
             conn,
         };
         c.exec(SESSION_SETUP, None, deadline)?;
@@ -110,17 +120,47 @@ impl Connection {
         params: Option<&[Option<String>]>,
         deadline: Option<Instant>,
     ) -> DgResult<()> {
+        match params {
+            Some(p) => self.send_after(&[], sql, p, deadline),
+            None => self.queue_and_flush(&[], deadline, |c| c.send_query(sql)),
+        }
+    }
+
+    /// Queues `prelude` (statements without parameters, such as BEGIN) and
+    /// then `sql` as one pipeline, so all of them cost one round trip. A
+    /// failing prelude statement skips the rest.
+    pub fn send_after(
+        &mut self,
+        prelude: &[String],
+        sql: &str,
+        params: &[Option<String>],
+        deadline: Option<Instant>,
+    ) -> DgResult<()> {
+        self.queue_and_flush(prelude, deadline, |c| c.send_query_params(sql, params))
+    }
+
+    fn queue_and_flush(
+        &mut self,
+        prelude: &[String],
+        deadline: Option<Instant>,
+        queue_last: impl FnOnce(&PgConn) -> bool,
+    ) -> DgResult<()> {
         if self.busy {
             return Err(self.lost("the connection is busy with another statement".into()));
         }
-        let queued = match params {
-            Some(p) => self.conn.send_query_params(sql, p),
-            None => self.conn.send_query(sql),
-        };
+        let pipelined = !prelude.is_empty();
+        let queued = (!pipelined || self.conn.enter_pipeline_mode())
+            && prelude.iter().all(|s| self.conn.send_query_params(s, &[]))
+            && queue_last(&self.conn)
+            && (!pipelined || self.conn.pipeline_sync());
         if !queued {
             return Err(self.lost(self.conn.error_message()));
         }
+        crate::stats::count_request();
         self.busy = true;
+        self.queued = prelude.len() + 1;
+        self.pipelined = pipelined;
+        self.stream_last = false;
         loop {
             match self.conn.flush() {
                 Flush::Done => return Ok(()),
@@ -132,15 +172,16 @@ impl Connection {
         }
     }
 
-    /// Switches the statement just sent to one result per row.
+    /// Asks for the rows of the statement just sent one result per row.
     pub fn stream_rows(&mut self) {
-        self.conn.set_single_row_mode();
+        self.stream_last = true;
     }
 
-    /// Reads every result of the statement in flight. Rows go to `on_tuples`
-    /// when given (and are dropped after), otherwise the last tuples result
-    /// is kept in the outcome. The first remote error is returned after the
-    /// results are drained, so the connection is ready for the next command.
+    /// Reads every result of the statements in flight. Rows of the last one
+    /// go to `on_tuples` when given (and are dropped after), otherwise its
+    /// last tuples result is kept in the outcome. The first remote error is
+    /// returned after the results are drained, so the connection is ready
+    /// for the next command.
     pub fn collect(
         &mut self,
         deadline: Option<Instant>,
@@ -152,19 +193,32 @@ impl Connection {
         };
         let mut first_error: Option<DgError> = None;
         loop {
+            // libpq takes single-row mode only before the statement's
+            // first result is parsed, which is_busy() may do.
+            if self.stream_last && self.queued == 1 {
+                self.conn.set_single_row_mode();
+                self.stream_last = false;
+            }
             while self.conn.is_busy() {
                 self.await_socket(Want::Read, deadline, "finish a statement")?;
             }
             let Some(res) = self.conn.get_result() else {
+                // The end of one statement's results; in a pipeline the
+                // next statement's follow, then the sync point.
+                if self.pipelined && self.queued > 0 && self.conn.is_ok() {
+                    self.queued -= 1;
+                    continue;
+                }
                 break;
             };
+            let last = self.queued == 1;
             match res.kind() {
                 ResultKind::Error => {
                     if first_error.is_none() {
                         first_error = Some(self.remote_error(&res));
                     }
                 }
-                ResultKind::Tuples | ResultKind::SingleTuple => {
+                ResultKind::Tuples | ResultKind::SingleTuple if last => {
                     outcome.rows_affected = res.cmd_tuples();
                     match on_tuples.as_mut() {
                         Some(f) if first_error.is_none() => f(&res),
@@ -172,7 +226,18 @@ impl Connection {
                         None => outcome.tuples = Some(res),
                     }
                 }
-                ResultKind::Command => outcome.rows_affected = res.cmd_tuples(),
+                ResultKind::Command if last => outcome.rows_affected = res.cmd_tuples(),
+                ResultKind::Tuples
+                | ResultKind::SingleTuple
+                | ResultKind::Command
+                | ResultKind::PipelineAborted => {}
+                ResultKind::PipelineSync => {
+                    self.pipelined = false;
+                    if !self.conn.exit_pipeline_mode() {
+                        self.broken = true;
+                    }
+                    break;
+                }
                 // COPY (or anything else dg does not drive): libpq hands
                 // back the same result until the copy is driven, so stop
                 // here. The connection is closed, which ends the remote
@@ -188,7 +253,8 @@ impl Connection {
             }
         }
         self.busy = false;
-        if !self.conn.is_ok() {
+        self.queued = 0;
+        if !self.conn.is_ok() || self.pipelined {
             self.broken = true;
         }
         match first_error {

@@ -33,6 +33,10 @@ pub enum ResultKind {
     Tuples,
     SingleTuple,
     Error,
+    /// The end of a pipeline (its sync point).
+    PipelineSync,
+    /// A pipelined statement skipped because an earlier one failed.
+    PipelineAborted,
     Other,
 }
 
@@ -193,6 +197,24 @@ impl PgConn {
         unsafe { pq::PQisBusy(self.ptr()) == 1 }
     }
 
+    /// Pipeline mode lets several extended-protocol statements go out in
+    /// one round trip; `pipeline_sync` ends the batch.
+    pub fn enter_pipeline_mode(&self) -> bool {
+        // SAFETY: live PGconn.
+        unsafe { pq::PQenterPipelineMode(self.ptr()) == 1 }
+    }
+
+    /// Only succeeds once every result of the pipeline has been read.
+    pub fn exit_pipeline_mode(&self) -> bool {
+        // SAFETY: live PGconn.
+        unsafe { pq::PQexitPipelineMode(self.ptr()) == 1 }
+    }
+
+    pub fn pipeline_sync(&self) -> bool {
+        // SAFETY: live PGconn in pipeline mode.
+        unsafe { pq::PQpipelineSync(self.ptr()) == 1 }
+    }
+
     /// The next result of the current command, or None when it is done.
     /// Only call when `is_busy` is false, or it blocks.
     pub fn get_result(&self) -> Option<PgResult> {
@@ -260,6 +282,8 @@ impl PgResult {
             PGRES_TUPLES_OK => ResultKind::Tuples,
             PGRES_SINGLE_TUPLE => ResultKind::SingleTuple,
             PGRES_BAD_RESPONSE | PGRES_NONFATAL_ERROR | PGRES_FATAL_ERROR => ResultKind::Error,
+            PGRES_PIPELINE_SYNC => ResultKind::PipelineSync,
+            PGRES_PIPELINE_ABORTED => ResultKind::PipelineAborted,
             _ => ResultKind::Other,
         }
     }

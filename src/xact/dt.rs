@@ -13,6 +13,7 @@ use crate::gid::Gid;
 use crate::gucs;
 use crate::remote::cache;
 use crate::remote::connection::{Connection, Outcome};
+use crate::remote::libpq::PgResult;
 use crate::remote::wait::deadline_after;
 use crate::stats;
 use pgrx::pg_sys;
@@ -136,9 +137,16 @@ impl Dt {
         }
     }
 
-    /// The participant for `node` as the current role, joined to the DT and
-    /// with savepoints mirroring the local nesting level.
-    pub fn participant(&mut self, node: &str) -> DgResult<&mut Participant> {
+    /// Runs one statement on `node` as the current role, joining the node
+    /// to the DT first. `on_tuples` streams the rows of a query; anything
+    /// else counts as a write.
+    pub fn run(
+        &mut self,
+        node: &str,
+        sql: &str,
+        params: &[Option<String>],
+        on_tuples: Option<&mut dyn FnMut(&PgResult)>,
+    ) -> DgResult<i64> {
         let target = fdw::lookup(node)?;
         let idx = match self
             .participants
@@ -159,8 +167,10 @@ impl Dt {
             }
         };
         let p = &mut self.participants[idx];
-        p.sync_depth(&self.begin_sql, nest_level())?;
-        Ok(p)
+        if on_tuples.is_none() {
+            p.work = Work::Write;
+        }
+        p.run(&self.begin_sql, sql, params, on_tuples)
     }
 
     /// The prepare phase. `local_must_agree`: the local transaction's
@@ -408,9 +418,9 @@ impl Dt {
 }
 
 impl Participant {
-    /// Opens the remote transaction and savepoints up to `level` in one
-    /// round trip.
-    fn sync_depth(&mut self, begin_sql: &str, level: i32) -> DgResult<()> {
+    /// What brings the remote side to the local nesting `level`: BEGIN
+    /// and the savepoints it lacks.
+    fn catch_up(&mut self, begin_sql: &str, level: i32) -> Vec<String> {
         let mut stmts = Vec::new();
         if self.depth == 0 {
             stmts.push(begin_sql.to_string());
@@ -420,24 +430,22 @@ impl Participant {
             self.depth += 1;
             stmts.push(format!("SAVEPOINT {}", savepoint(self.depth)));
         }
-        if stmts.is_empty() {
-            return Ok(());
-        }
-        self.conn
-            .exec(&stmts.join("; "), None, statement_deadline())
-            .map(|_| ())
+        stmts
     }
 
-    /// Runs one statement with parameters; a statement that ends the
+    /// Runs one statement with parameters, preceded in the same round trip
+    /// by whatever mirrors the local nesting; a statement that ends the
     /// remote transaction (COMMIT, ROLLBACK) is refused after the fact.
-    pub fn run(
+    fn run(
         &mut self,
+        begin_sql: &str,
         sql: &str,
         params: &[Option<String>],
-        on_tuples: Option<&mut dyn FnMut(&crate::remote::libpq::PgResult)>,
+        on_tuples: Option<&mut dyn FnMut(&PgResult)>,
     ) -> DgResult<i64> {
         let deadline = statement_deadline();
-        self.conn.send(sql, Some(params), deadline)?;
+        let prelude = self.catch_up(begin_sql, nest_level());
+        self.conn.send_after(&prelude, sql, params, deadline)?;
         if on_tuples.is_some() {
             self.conn.stream_rows();
         }

@@ -105,11 +105,7 @@ pub fn run(
         };
         dt.state.check_statement()?;
         dt.touched = true;
-        let p = dt.participant(node)?;
-        if on_tuples.is_none() {
-            p.work = state::Work::Write;
-        }
-        p.run(sql, params, on_tuples)
+        dt.run(node, sql, params, on_tuples)
     })
 }
 

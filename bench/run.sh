@@ -1,0 +1,287 @@
+#!/usr/bin/env bash
+# make bench / make bench-long: dg against its users' alternatives, on one
+# machine in one run, so the results are ratios, not absolute figures.
+#
+# Nodes (data under $DG_DATA_ROOT/bench, fsync = on, synchronous_commit = on):
+#   coord        DG_BENCH_PORT (5901): dg, dblink, postgres_fdw
+#   peer1..peer8 DG_BENCH_PORT + 1..8: an accounts table of DG_BENCH_ACCOUNTS rows
+#
+# Variants of the "transfer" workload (debit a random account on peer1,
+# credit a random account on peer2):
+#   dg_block     BEGIN; dg.dist_exec x2; COMMIT
+#   dg_session   dg.dist_begin(); dg.dist_exec x2; dg.dist_commit(), autocommit
+#   dblink_2pc   PL/pgSQL + dblink, persistent connections: BEGIN and UPDATE on
+#                each peer, PREPARE TRANSACTION on each, COMMIT PREPARED on each
+#   fdw_1pc      postgres_fdw foreign tables, parallel_commit (not atomic)
+#   one_node     the same two updates in one transaction on one node
+# A block is sent as one query (pgbench's \;), like the dblink function
+# call, so every variant but dg_session costs the client one round trip.
+#
+#   DG_BENCH_SECONDS   seconds per run (15)
+#   DG_BENCH_CLIENTS   client counts ("1 8")
+#   DG_BENCH_ROWS      rows for the dist_query memory test (10000000)
+#   DG_BENCH_LONG=1    instead: dg_block at 8 clients for DG_BENCH_LONG_SECONDS
+#                      (600), then the decision table's size
+#   DG_BENCH_INSTALL=0 use the installed dg instead of a release build
+#   DG_KEEP=1          leave the nodes running
+set -euo pipefail
+source "$(dirname "$0")/../scripts/lib.sh"
+
+seconds=${DG_BENCH_SECONDS:-15}
+clients=${DG_BENCH_CLIENTS:-1 8}
+accounts=${DG_BENCH_ACCOUNTS:-100000}
+rows=${DG_BENCH_ROWS:-10000000}
+long=${DG_BENCH_LONG:-0}
+long_seconds=${DG_BENCH_LONG_SECONDS:-600}
+base=${DG_BENCH_PORT:-5901}
+npeers=8
+coord=$base
+peer_port() { echo $((base + $1)); }
+db=bench
+results="$DG_REPO/bench/results"
+scripts="$DG_DATA_ROOT/bench/scripts"
+
+if [ "${DG_BENCH_INSTALL:-1}" = 1 ]; then
+    DG_RELEASE=1 "$DG_REPO/scripts/setup.sh"
+fi
+
+# -- nodes --------------------------------------------------------------------
+durable=("fsync = on" "synchronous_commit = on" "max_connections = 60"
+    "shared_buffers = 128MB" "max_prepared_transactions = 100")
+say "starting the coordinator :$coord and $npeers peers (data in $DG_DATA_ROOT/bench)"
+node_start bench/coord "$coord" "${durable[@]}" "shared_preload_libraries = 'dg'" \
+    "dg.resolver_interval = '1s'"
+for i in $(seq 1 $npeers); do
+    node_start "bench/peer$i" "$(peer_port "$i")" "${durable[@]}"
+done
+cleanup() {
+    [ "${DG_KEEP:-0}" = 1 ] || stop_clusters_under "$DG_DATA_ROOT/bench"
+}
+trap cleanup EXIT
+
+for i in $(seq 1 $npeers); do
+    port=$(peer_port "$i")
+    recreate_db "$port" $db
+    psql_raw -q -p "$port" -d $db <<SQL
+CREATE TABLE accounts (aid int PRIMARY KEY, balance bigint NOT NULL);
+INSERT INTO accounts SELECT g, 1000 FROM generate_series(1, $accounts) g;
+VACUUM ANALYZE accounts;
+SQL
+done
+recreate_db "$coord" $db
+{
+    echo "SET client_min_messages = warning;"
+    echo "CREATE EXTENSION dg; CREATE EXTENSION dblink; CREATE EXTENSION postgres_fdw;"
+    for i in $(seq 1 $npeers); do
+        port=$(peer_port "$i")
+        echo "CREATE SERVER peer$i FOREIGN DATA WRAPPER dg OPTIONS (host '127.0.0.1', port '$port', dbname '$db');"
+        echo "CREATE USER MAPPING FOR PUBLIC SERVER peer$i OPTIONS (user 'postgres');"
+        echo "CREATE SERVER fdw$i FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host '127.0.0.1', port '$port', dbname '$db', parallel_commit 'true');"
+        echo "CREATE USER MAPPING FOR PUBLIC SERVER fdw$i OPTIONS (user 'postgres');"
+        echo "CREATE FOREIGN TABLE accounts_p$i (aid int, balance bigint) SERVER fdw$i OPTIONS (table_name 'accounts');"
+    done
+    cat <<SQL
+-- The hand-rolled alternative: what people write today with dblink.
+CREATE FUNCTION dblink_transfer(a1 int, a2 int, amount int) RETURNS void
+LANGUAGE plpgsql AS \$\$
+DECLARE
+    gid text := 'bench_' || gen_random_uuid();
+BEGIN
+    IF dblink_get_connections() IS NULL THEN
+        PERFORM dblink_connect('p1', 'host=127.0.0.1 port=$(peer_port 1) dbname=$db user=postgres');
+        PERFORM dblink_connect('p2', 'host=127.0.0.1 port=$(peer_port 2) dbname=$db user=postgres');
+    END IF;
+    PERFORM dblink_exec('p1', 'BEGIN');
+    PERFORM dblink_exec('p1', format('UPDATE accounts SET balance = balance - %s WHERE aid = %s', amount, a1));
+    PERFORM dblink_exec('p2', 'BEGIN');
+    PERFORM dblink_exec('p2', format('UPDATE accounts SET balance = balance + %s WHERE aid = %s', amount, a2));
+    PERFORM dblink_exec('p1', format('PREPARE TRANSACTION %L', gid || '_1'));
+    PERFORM dblink_exec('p2', format('PREPARE TRANSACTION %L', gid || '_2'));
+    PERFORM dblink_exec('p1', format('COMMIT PREPARED %L', gid || '_1'));
+    PERFORM dblink_exec('p2', format('COMMIT PREPARED %L', gid || '_2'));
+END
+\$\$;
+SQL
+} | psql_raw -q -p "$coord" -d $db
+
+# -- pgbench scripts ------------------------------------------------------------
+rm -rf "$scripts"
+mkdir -p "$scripts" "$results"
+pick='\set a1 random(1, '$accounts')
+\set a2 random(1, '$accounts')
+\set amount random(1, 100)'
+debit="'UPDATE accounts SET balance = balance - \$1 WHERE aid = \$2', ':amount', ':a1'"
+credit="'UPDATE accounts SET balance = balance + \$1 WHERE aid = \$2', ':amount', ':a2'"
+cat >"$scripts/dg_block.sql" <<SQL
+$pick
+BEGIN \\; SELECT dg.dist_exec('peer1', $debit) \\; SELECT dg.dist_exec('peer2', $credit) \\; COMMIT
+SQL
+cat >"$scripts/dg_session.sql" <<SQL
+$pick
+SELECT dg.dist_begin();
+SELECT dg.dist_exec('peer1', $debit);
+SELECT dg.dist_exec('peer2', $credit);
+SELECT dg.dist_commit();
+SQL
+cat >"$scripts/dblink_2pc.sql" <<SQL
+$pick
+SELECT dblink_transfer(:a1, :a2, :amount);
+SQL
+cat >"$scripts/fdw_1pc.sql" <<SQL
+$pick
+BEGIN \\; UPDATE accounts_p1 SET balance = balance - :amount WHERE aid = :a1 \\; UPDATE accounts_p2 SET balance = balance + :amount WHERE aid = :a2 \\; COMMIT
+SQL
+cat >"$scripts/one_node.sql" <<SQL
+$pick
+BEGIN \\; UPDATE accounts SET balance = balance - :amount WHERE aid = :a1 \\; UPDATE accounts SET balance = balance + :amount WHERE aid = :a2 \\; COMMIT
+SQL
+for n in 2 4 8; do
+    {
+        echo '\set a random(1, '$accounts')'
+        printf 'BEGIN'
+        for i in $(seq 1 "$n"); do
+            printf " \\\\; SELECT dg.dist_exec('peer%s', 'UPDATE accounts SET balance = balance + 0 WHERE aid = \$1', ':a')" "$i"
+        done
+        echo ' \; COMMIT'
+    } >"$scripts/peers_$n.sql"
+done
+
+# -- running ------------------------------------------------------------------
+total() {
+    local sum=0 i
+    for i in $(seq 1 $npeers); do
+        sum=$((sum + $(psql_val "$(peer_port "$i")" $db "SELECT sum(balance) FROM accounts")))
+    done
+    echo "$sum"
+}
+prepared() {
+    local n=0 i
+    for i in $(seq 1 $npeers); do
+        n=$((n + $(psql_val "$(peer_port "$i")" $db "SELECT count(*) FROM pg_prepared_xacts")))
+    done
+    echo "$n"
+}
+expected_total=$((accounts * 1000 * npeers))
+violations=0
+
+# run VARIANT CLIENTS: sets TPS[KEY] and LAT[KEY] (KEY defaults to
+# VARIANT/CLIENTS), then checks the invariants.
+declare -A TPS LAT
+run() {
+    local variant=$1 nclients=$2 key=${3:-$1/$2} port=$coord out
+    [ "$variant" = one_node ] && port=$(peer_port 1)
+    out=$("$DG_PG_BIN/pgbench" -n -h 127.0.0.1 -p "$port" -U postgres -c "$nclients" -j "$nclients" \
+        -T "$seconds" -f "$scripts/$variant.sql" $db 2>&1) || {
+        echo "$out" >&2
+        die "pgbench failed for $variant at $nclients clients"
+    }
+    local tps lat failed
+    tps=$(sed -nE 's/^tps = ([0-9.]+) .*/\1/p' <<<"$out")
+    lat=$(sed -nE 's/^latency average = ([0-9.]+) ms/\1/p' <<<"$out")
+    failed=$(sed -nE 's/^number of failed transactions: ([0-9]+).*/\1/p' <<<"$out")
+    local sum left
+    sum=$(total)
+    left=$(prepared)
+    if [ "$sum" != "$expected_total" ] || [ "$left" != 0 ] || [ "${failed:-0}" != 0 ]; then
+        warn "$variant/$nclients: total $sum (expected $expected_total), $left prepared left, ${failed:-0} failed"
+        violations=$((violations + 1))
+    fi
+    TPS[$key]=$tps
+    LAT[$key]=$lat
+}
+
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+report="$results/$stamp.md"
+[ "$long" != 1 ] || report="$results/$stamp-long.md"
+dg_stat() { psql_val "$coord" $db "SELECT $1 FROM dg.stats"; }
+
+if [ "$long" = 1 ]; then
+    say "dg_block at 8 clients for ${long_seconds}s"
+    seconds=$long_seconds
+    run dg_block 8 long
+    tps=${TPS[long]} lat=${LAT[long]}
+    # The resolver forgets finished decisions every interval; measure after one.
+    sleep 2
+    size=$(psql_val "$coord" $db "SELECT pg_total_relation_size('dg.decisions')")
+    rows_left=$(psql_val "$coord" $db "SELECT count(*) FROM dg.decisions")
+    {
+        echo "# dg bench-long, $stamp"
+        echo
+        echo "dg_block at 8 clients for ${long_seconds}s: $tps TPS, mean latency $lat ms."
+        echo
+        echo "| measure | value | target |"
+        echo "|---|---|---|"
+        echo "| dg.decisions size (table + index) | $((size / 1024)) kB | < 1024 kB $([ "$size" -lt 1048576 ] && echo ok || echo MISSED) |"
+        echo "| decision rows left | $rows_left | |"
+        echo "| invariant violations | $violations | 0 |"
+    } | tee "$report"
+    exit 0
+fi
+
+for c in $clients; do
+    for v in dg_block dg_session dblink_2pc fdw_1pc one_node; do
+        say "$v at $c client(s) for ${seconds}s"
+        run "$v" "$c"
+    done
+done
+for n in 2 4 8; do
+    say "dg_block writing on $n peers, 1 client"
+    run "peers_$n" 1 "peers$n"
+done
+
+say "dg.dist_query over $rows remote rows"
+rss=$(psql_raw -qtA -p "$coord" -d $db <<SQL
+SET work_mem = '4MB';
+CREATE TEMP TABLE rss (at text, kb bigint);
+INSERT INTO rss SELECT 'before', (regexp_match(pg_read_file('/proc/self/status'), 'VmHWM:\s+(\d+)'))[1]::bigint;
+SELECT count(*) AS streamed FROM dg.dist_query('peer1', 'SELECT g, repeat(''x'', 20) FROM generate_series(1, $rows) g') AS t(g int, pad text) \gset
+INSERT INTO rss SELECT 'after', (regexp_match(pg_read_file('/proc/self/status'), 'VmHWM:\s+(\d+)'))[1]::bigint;
+SELECT :streamed || ' ' || (SELECT kb FROM rss WHERE at = 'after') - (SELECT kb FROM rss WHERE at = 'before');
+SQL
+)
+read -r streamed rss_kb <<<"$rss"
+deadlocks=$(psql_val "$coord" $db "SELECT to_jsonb(s) ->> 'deadlocks' FROM dg.stats s")
+
+# -- report -------------------------------------------------------------------
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+check() { awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN { ok = (op == ">=") ? v >= t : v <= t; print (ok ? "ok" : "MISSED") }'; }
+{
+    echo "# dg bench, $stamp"
+    echo
+    echo "$(nproc) cores; fsync = on, synchronous_commit = on; ${seconds}s per run; $accounts accounts per peer; $(git -C "$DG_REPO" rev-parse --short HEAD 2>/dev/null || echo '?')."
+    echo
+    echo "## Transfer between two peers"
+    echo
+    echo "| variant | clients | TPS | mean latency (ms) | TPS vs dblink_2pc | latency vs fdw_1pc | TPS vs one_node |"
+    echo "|---|---|---|---|---|---|---|"
+    for c in $clients; do
+        for v in dg_block dg_session dblink_2pc fdw_1pc one_node; do
+            echo "| $v | $c | ${TPS[$v/$c]} | ${LAT[$v/$c]} | $(ratio "${TPS[$v/$c]}" "${TPS[dblink_2pc/$c]}") | $(ratio "${LAT[$v/$c]}" "${LAT[fdw_1pc/$c]}") | $(ratio "${TPS[$v/$c]}" "${TPS[one_node/$c]}") |"
+        done
+    done
+    echo
+    echo "## Peers written per DT (dg_block, 1 client)"
+    echo
+    echo "| peers | TPS | mean latency (ms) | latency vs 2 peers |"
+    echo "|---|---|---|---|"
+    for n in 2 4 8; do
+        echo "| $n | ${TPS[peers$n]} | ${LAT[peers$n]} | $(ratio "${LAT[peers$n]}" "${LAT[peers2]}") |"
+    done
+    echo
+    echo "## Targets"
+    echo
+    echo "| target | measured | |"
+    echo "|---|---|---|"
+    for c in $clients; do
+        r=$(ratio "${TPS[dg_block/$c]}" "${TPS[dblink_2pc/$c]}")
+        echo "| dg_block TPS >= 1.3x dblink_2pc, $c client(s) | ${r}x | $(check "$r" ">=" 1.3) |"
+    done
+    r=$(ratio "${LAT[dg_block/1]:-0}" "${LAT[fdw_1pc/1]:-1}")
+    echo "| dg_block latency <= 1.25x fdw_1pc, 1 client | ${r}x | $(check "$r" "<=" 1.25) |"
+    r=$(ratio "${LAT[peers8]}" "${LAT[peers2]}")
+    echo "| latency with 8 peers <= 1.5x with 2 peers | ${r}x | $(check "$r" "<=" 1.5) |"
+    echo "| dist_query over $streamed rows: backend peak RSS growth < 100 MB | $((rss_kb / 1024)) MB | $(check "$rss_kb" "<=" 102400) |"
+    echo "| deadlock cancellations under the workload | ${deadlocks:-n/a} | $(check "${deadlocks:-0}" "<=" 0) |"
+    echo "| invariant violations (money, prepared left, failed) | $violations | $(check "$violations" "<=" 0) |"
+} | tee "$report"
+say "written to ${report#"$DG_REPO"/}"

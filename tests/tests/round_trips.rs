@@ -1,0 +1,53 @@
+//! Issue 4's "one round trip per phase": counted through dg.stats'
+//! `remote_requests`, on a cluster of its own so nothing else adds to it.
+
+use dg_tests::{scalar, Cluster};
+
+fn requests(c: &mut postgres::Client) -> i64 {
+    scalar(c, "SELECT remote_requests FROM dg.stats")
+}
+
+/// A block that writes on two peers costs each peer one request per
+/// statement (BEGIN rides with the first), one PREPARE and one COMMIT
+/// PREPARED: 6 in all, not 8.
+#[test]
+fn transfer_costs_one_request_per_statement_and_phase() {
+    let cluster = Cluster::start_with(2, &["dg.resolver_enabled = off"]);
+    let db = cluster.db("trips");
+    db.on_peers("CREATE TABLE accounts (id int PRIMARY KEY, balance bigint NOT NULL); INSERT INTO accounts VALUES (1, 1000)");
+    let mut c = db.coord();
+    let transfer = "BEGIN;
+        SELECT dg.dist_exec('peer1', 'UPDATE accounts SET balance = balance - $1 WHERE id = $2', '5', '1');
+        SELECT dg.dist_exec('peer2', 'UPDATE accounts SET balance = balance + $1 WHERE id = $2', '5', '1');
+        COMMIT;";
+    // The first transfer opens the connections (one setup request each).
+    c.batch_execute(transfer).expect("first transfer");
+    let before = requests(&mut c);
+    c.batch_execute(transfer).expect("second transfer");
+    assert_eq!(
+        requests(&mut c) - before,
+        6,
+        "requests for a two-peer transfer"
+    );
+    assert_eq!(
+        db.balance(1, 1) + db.balance(2, 1),
+        2000,
+        "money created or lost"
+    );
+
+    // Savepoints the peer lacks ride along too: BEGIN, SAVEPOINT and the
+    // statement in one request, then the release with the commit's phases.
+    let before = requests(&mut c);
+    c.batch_execute(
+        "BEGIN; SAVEPOINT a;
+         SELECT dg.dist_exec('peer1', 'UPDATE accounts SET balance = balance WHERE id = $1', '1');
+         RELEASE a; COMMIT;",
+    )
+    .expect("savepoint block");
+    // 1 (BEGIN + SAVEPOINT + UPDATE) + 1 (RELEASE) + 1 (one-phase COMMIT)
+    assert_eq!(
+        requests(&mut c) - before,
+        3,
+        "requests for a one-peer block with a savepoint"
+    );
+}
