@@ -136,6 +136,12 @@ impl Dt {
         }
     }
 
+    /// Participants began READ ONLY (the local transaction was read-only
+    /// when the DT started): what runs there writes nothing durable.
+    pub fn read_only(&self) -> bool {
+        self.begin_sql.ends_with(" READ ONLY")
+    }
+
     /// The participant for `node` as the current role, joined to the DT and
     /// with savepoints mirroring the local nesting level.
     pub fn participant(&mut self, node: &str) -> DgResult<&mut Participant> {
@@ -188,6 +194,10 @@ impl Dt {
             .filter(|p| open(p) && p.work == Work::Write)
             .count();
         let chosen = protocol(writers, local_must_agree);
+        // SAFETY: reads the local transaction's access mode.
+        if chosen == Protocol::TwoPhase && unsafe { pg_sys::XactReadOnly } {
+            return Err(DgError::ReadOnlyTwoPhase);
+        }
         self.protocol = Some(chosen);
         match chosen {
             Protocol::ReadOnly | Protocol::OnePhase => self.commit_one_phase(deadline),
