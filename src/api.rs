@@ -26,13 +26,26 @@ fn param_values(params: Option<Array<'_, String>>) -> Vec<Option<String>> {
     required(params, "params").iter().collect()
 }
 
+/// dg's functions are PARALLEL UNSAFE, but a function that wraps them
+/// may be declared otherwise. A parallel worker's transaction ends with
+/// the leader's, which knows nothing of the worker's participants: their
+/// work would be dropped when the worker exits. So refuse up front.
+pub(crate) fn refuse_in_parallel_mode(function: &'static str) {
+    // SAFETY: reads the current transaction's parallel-mode flag.
+    if unsafe { pg_sys::IsInParallelMode() } {
+        DgError::InParallelMode(function).raise()
+    }
+}
+
 #[pg_extern(sql = false)]
 fn dist_begin() -> String {
+    refuse_in_parallel_mode("dg.dist_begin()");
     ok(xact::begin())
 }
 
 #[pg_extern(sql = false)]
 fn dist_exec(node: Option<&CStr>, sql: Option<&str>, params: Option<Array<'_, String>>) -> i64 {
+    refuse_in_parallel_mode("dg.dist_exec()");
     let node = node_name(node);
     let sql = required(sql, "sql");
     let params = param_values(params);
@@ -41,11 +54,13 @@ fn dist_exec(node: Option<&CStr>, sql: Option<&str>, params: Option<Array<'_, St
 
 #[pg_extern(sql = false)]
 fn dist_commit() {
+    refuse_in_parallel_mode("dg.dist_commit()");
     ok(xact::commit())
 }
 
 #[pg_extern(sql = false)]
 fn dist_rollback() {
+    refuse_in_parallel_mode("dg.dist_rollback()");
     if !ok(xact::rollback()) {
         pgrx::warning!("there is no distributed transaction in progress");
     }
@@ -120,6 +135,7 @@ pub unsafe extern "C-unwind" fn dist_query(fcinfo: pg_sys::FunctionCallInfo) -> 
             pgrx::fcinfo::pg_getarg::<Array<'_, String>>(fcinfo, 2),
         )
     };
+    refuse_in_parallel_mode("dg.dist_query()");
     let node = node_name(node);
     let sql = required(sql, "sql");
     let params = param_values(params);
@@ -211,6 +227,7 @@ impl RowSink {
 
 #[pg_extern(sql = false)]
 fn resolve(node: Option<&CStr>, gid: Option<&str>, commit: Option<bool>) -> String {
+    refuse_in_parallel_mode("dg.resolve()");
     let node = node_name(node);
     let gid = required(gid, "gid");
     let commit = required(commit, "commit");

@@ -46,6 +46,14 @@ pub enum DgError {
     PrepareRefused,
     NodeInUse(String),
     InSubtransaction(&'static str),
+    /// A dg function called from a parallel worker or a parallel plan.
+    InParallelMode(&'static str),
+    /// Two-phase commit needs a decision row, which a read-only local
+    /// transaction (and every transaction on a hot standby) cannot write.
+    ReadOnlyTwoPhase,
+    /// Recovery decided on a hot standby, whose view of the primary's
+    /// transactions lags: it could roll back a DT that is committing.
+    OnStandby(&'static str),
     SuperuserOnly(&'static str),
     RowtypeMismatch {
         node: String,
@@ -115,6 +123,9 @@ impl DgError {
             PrepareRefused | Unsupported(_) => ERRCODE_FEATURE_NOT_SUPPORTED,
             NodeInUse(_) => ERRCODE_OBJECT_IN_USE,
             InSubtransaction(_) => ERRCODE_INVALID_TRANSACTION_TERMINATION,
+            InParallelMode(_) => ERRCODE_INVALID_TRANSACTION_STATE,
+            ReadOnlyTwoPhase => ERRCODE_READ_ONLY_SQL_TRANSACTION,
+            OnStandby(_) => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             SuperuserOnly(_) => ERRCODE_INSUFFICIENT_PRIVILEGE,
             RowtypeMismatch { .. } => ERRCODE_DATATYPE_MISMATCH,
             Unfinished { .. } => ERRCODE_WARNING,
@@ -164,6 +175,13 @@ impl DgError {
             InSubtransaction(f) => {
                 format!("{f} cannot run inside a subtransaction")
             }
+            InParallelMode(f) => format!("{f} cannot run during a parallel operation"),
+            OnStandby(f) => format!("{f} cannot run on a hot standby"),
+            ReadOnlyTwoPhase => {
+                "a distributed transaction that needs two-phase commit cannot commit in a \
+                 read-only transaction"
+                    .into()
+            }
             RowtypeMismatch { remote, local, .. } => format!(
                 "remote query returned {remote} columns but the column definition list has {local}"
             ),
@@ -182,6 +200,11 @@ impl DgError {
             DgError::PasswordNotUsed(_) => Some(
                 "A non-superuser may only use a node whose server authenticates with the \
                  password from the user mapping."
+                    .into(),
+            ),
+            DgError::ReadOnlyTwoPhase => Some(
+                "It wrote on more than one node (temporary tables count), and two-phase commit \
+                 records its decision in dg.decisions, which a read-only transaction cannot write."
                     .into(),
             ),
             _ => None,
@@ -215,6 +238,16 @@ impl DgError {
             Unfinished { .. } => {
                 Some("The dg resolver finishes it once the node can be reached.".into())
             }
+            OnStandby(_) => Some(
+                "Run it on the primary: a standby sees the primary's transactions late, and \
+                 could roll back one that is committing."
+                    .into(),
+            ),
+            InParallelMode(_) => Some(
+                "dg's functions are PARALLEL UNSAFE: do not call them from a function declared \
+                 PARALLEL SAFE or PARALLEL RESTRICTED."
+                    .into(),
+            ),
             InSubtransaction(_) => Some(
                 "Call it outside savepoints and PL/pgSQL exception blocks: a subtransaction \
                  cannot undo the end of a distributed transaction."

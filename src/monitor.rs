@@ -1,5 +1,6 @@
 //! Set-returning functions behind dg's monitoring functions and views.
 
+use crate::error::DgError;
 use crate::remote::cache;
 use crate::xact;
 use pgrx::pg_sys;
@@ -66,6 +67,22 @@ fn gid_info(
     }))
 }
 
+/// Who may decide in-doubt transactions, and where. EXECUTE is revoked
+/// from PUBLIC, but a grant must not let a non-superuser finish other
+/// roles' prepared transactions (recovery uses the mapping each GID
+/// names) or list them. A standby shares the primary's coordinator id but
+/// sees its transactions late: it would roll back DTs that are committing.
+fn check_recovery_caller(function: &'static str) {
+    // SAFETY: plain catalog lookup of the current user.
+    if !unsafe { pg_sys::superuser() } {
+        DgError::SuperuserOnly(function).raise()
+    }
+    // SAFETY: reads shared memory state.
+    if unsafe { pg_sys::RecoveryInProgress() } {
+        DgError::OnStandby(function).raise()
+    }
+}
+
 /// `dg.recover()`: one resolver pass, now.
 #[allow(clippy::type_complexity)]
 #[pg_extern(sql = false)]
@@ -78,6 +95,8 @@ fn recover() -> TableIterator<
         name!(result, String),
     ),
 > {
+    check_recovery_caller("dg.recover()");
+    crate::api::refuse_in_parallel_mode("dg.recover()");
     TableIterator::new(
         crate::recovery::pass()
             .0
@@ -98,6 +117,7 @@ fn in_doubt_transactions() -> TableIterator<
         name!(action, String),
     ),
 > {
+    check_recovery_caller("dg.in_doubt_transactions()");
     TableIterator::new(
         crate::recovery::scan()
             .0

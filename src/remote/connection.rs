@@ -67,10 +67,8 @@ impl Connection {
                 Poll::Writing => Want::Write,
             };
             if !wait_socket(conn.socket(), want, deadline) {
-                return Err(DgError::Timeout {
-                    node,
-                    what: "accept a connection",
-                });
+                // Unreachable, like a refused connection: 08001, not a cancel.
+                return Err(connect_error("no answer within dg.connect_timeout".into()));
             }
         }
         let used_password = conn.used_password();

@@ -137,6 +137,12 @@ impl Dt {
         }
     }
 
+    /// Participants began READ ONLY (the local transaction was read-only
+    /// when the DT started): what runs there writes nothing durable.
+    pub fn read_only(&self) -> bool {
+        self.begin_sql.ends_with(" READ ONLY")
+    }
+
     /// Runs one statement on `node` as the current role, joining the node
     /// to the DT first. `on_tuples` streams the rows of a query; anything
     /// else counts as a write.
@@ -166,8 +172,11 @@ impl Dt {
                 self.participants.len() - 1
             }
         };
+        let read_only = self.read_only();
         let p = &mut self.participants[idx];
-        if on_tuples.is_none() {
+        // A READ ONLY remote transaction may still write temporary tables;
+        // the prepare phase asks a reader whether it did.
+        if on_tuples.is_none() && !read_only {
             p.work = Work::Write;
         }
         p.run(&self.begin_sql, sql, params, on_tuples)
@@ -198,6 +207,10 @@ impl Dt {
             .filter(|p| open(p) && p.work == Work::Write)
             .count();
         let chosen = protocol(writers, local_must_agree);
+        // SAFETY: reads the local transaction's access mode.
+        if chosen == Protocol::TwoPhase && unsafe { pg_sys::XactReadOnly } {
+            return Err(DgError::ReadOnlyTwoPhase);
+        }
         self.protocol = Some(chosen);
         match chosen {
             Protocol::ReadOnly | Protocol::OnePhase => self.commit_one_phase(deadline),

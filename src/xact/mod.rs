@@ -105,8 +105,26 @@ pub fn run(
         };
         dt.state.check_statement()?;
         dt.touched = true;
+        let read_only = dt.read_only();
         dt.run(node, sql, params, on_tuples)
+            .map_err(|e| explain_read_only(e, read_only))
     })
+}
+
+/// A write refused by a peer because dg began its transaction READ ONLY
+/// gets a hint saying why: the peer's message alone blames the peer.
+fn explain_read_only(e: DgError, read_only: bool) -> DgError {
+    match e {
+        DgError::Remote(mut r) if read_only && r.sqlstate == "25006" && r.hint.is_none() => {
+            r.hint = Some(
+                "dg runs the distributed transaction READ ONLY on every node because the local \
+                 transaction is read-only (as every transaction on a hot standby is)."
+                    .into(),
+            );
+            DgError::Remote(r)
+        }
+        e => e,
+    }
 }
 
 /// `dg.dist_commit()`: runs the prepare phase now. In a block the block's

@@ -126,30 +126,8 @@ impl Node {
     /// initdb + start a server on a free port with `extra_conf` lines
     /// appended to postgresql.conf.
     pub fn start(name: &str, extra_conf: &[&str]) -> Node {
-        AT_EXIT.call_once(|| {
-            reap_stale();
-            // SAFETY: registers a plain extern "C" function with no state.
-            unsafe { atexit(stop_all_at_exit) };
-        });
-        let base = base_dir();
-        fs::create_dir_all(&base).expect("create dg-tests dir");
-        // The postgres user must traverse it (the system temp dir is 1777).
-        fs::set_permissions(&base, fs::Permissions::from_mode(0o755)).expect("chmod dg-tests dir");
-
-        let seq = SEQ.fetch_add(1, Ordering::SeqCst);
-        let dir = base.join(format!("{}-{seq}-{name}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir(&dir).expect("create node dir");
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod node dir");
-        let chown = Command::new("chown")
-            .args(["postgres:postgres", dir.to_str().unwrap()])
-            .status()
-            .expect("run chown");
-        assert!(chown.success(), "chown {dir:?} to postgres failed");
-        LIVE.lock().unwrap().push(dir.clone());
-
-        let data = dir.join("data");
-        let data_s = data.to_str().unwrap().to_string();
+        let dir = Node::new_dir(name);
+        let data_s = dir.join("data").to_str().unwrap().to_string();
         let initdb = format!("{PG_BIN}/initdb");
         let out = as_postgres(
             &dir,
@@ -171,7 +149,83 @@ impl Node {
             "initdb for {name} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        Node::launch(name, dir, extra_conf)
+    }
 
+    /// A hot standby of this node, streaming from it. Settings of the
+    /// node's own (`extra_conf` of its start) are not carried over: pass
+    /// what the standby needs in `extra_conf`.
+    pub fn standby(&self, name: &str, extra_conf: &[&str]) -> Node {
+        let dir = Node::new_dir(name);
+        let data_s = dir.join("data").to_str().unwrap().to_string();
+        let basebackup = format!("{PG_BIN}/pg_basebackup");
+        let port = self.port.to_string();
+        let out = as_postgres(
+            &dir,
+            &[
+                &basebackup,
+                "-D",
+                &data_s,
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+                "--no-sync",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "pg_basebackup of {} failed: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        fs::write(dir.join("data/standby.signal"), "").expect("write standby.signal");
+        let primary = format!(
+            "primary_conninfo = 'host=127.0.0.1 port={} user=postgres'",
+            self.port
+        );
+        let mut conf = vec![primary.as_str()];
+        conf.extend_from_slice(extra_conf);
+        Node::launch(name, dir, &conf)
+    }
+
+    /// A fresh node directory, owned by `postgres` and registered for
+    /// clean-up.
+    fn new_dir(name: &str) -> PathBuf {
+        AT_EXIT.call_once(|| {
+            reap_stale();
+            // SAFETY: registers a plain extern "C" function with no state.
+            unsafe { atexit(stop_all_at_exit) };
+        });
+        let base = base_dir();
+        fs::create_dir_all(&base).expect("create dg-tests dir");
+        // The postgres user must traverse it (the system temp dir is 1777).
+        fs::set_permissions(&base, fs::Permissions::from_mode(0o755)).expect("chmod dg-tests dir");
+
+        let seq = SEQ.fetch_add(1, Ordering::SeqCst);
+        let dir = base.join(format!("{}-{seq}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir(&dir).expect("create node dir");
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod node dir");
+        let chown = Command::new("chown")
+            .args(["postgres:postgres", dir.to_str().unwrap()])
+            .status()
+            .expect("run chown");
+        assert!(chown.success(), "chown {dir:?} to postgres failed");
+        LIVE.lock().unwrap().push(dir.clone());
+        dir
+    }
+
+    /// Starts the server in `dir`/data on a free port.
+    fn launch(name: &str, dir: PathBuf, extra_conf: &[&str]) -> Node {
+        let data = dir.join("data");
+        let data_s = data.to_str().unwrap().to_string();
         // A port taken between free_port() and the bind makes the start
         // fail; try a few fresh ports before giving up.
         let mut last_error = String::new();
@@ -243,6 +297,14 @@ impl Node {
     /// The server log, for failure messages.
     pub fn log(&self) -> String {
         fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Replaces pg_hba.conf with `lines` and reloads the server.
+    pub fn set_hba(&self, lines: &str) {
+        fs::write(self.dir.join("data/pg_hba.conf"), lines).expect("write pg_hba.conf");
+        self.client("postgres")
+            .batch_execute("SELECT pg_reload_conf()")
+            .expect("reload");
     }
 
     /// A connection as superuser `postgres` over TCP. The application name
