@@ -121,6 +121,7 @@ fn stats_counters() -> TableIterator<
         name!(prepare_us, i64),
         name!(finish_count, i64),
         name!(finish_us, i64),
+        name!(deadlocks, i64),
     ),
 > {
     let c = crate::stats::snapshot();
@@ -136,5 +137,6 @@ fn stats_counters() -> TableIterator<
         n(c.prepare_us),
         n(c.finish_count),
         n(c.finish_us),
+        n(c.deadlocks),
     ))
 }

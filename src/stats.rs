@@ -19,6 +19,8 @@ pub struct Counters {
     pub prepare_us: u64,
     pub finish_count: u64,
     pub finish_us: u64,
+    /// Distributed deadlocks broken by cancelling one of this server's DTs.
+    pub deadlocks: u64,
 }
 
 // SAFETY: plain old data, no pointers.
