@@ -113,8 +113,7 @@ pub unsafe extern "C-unwind" fn dg_deadlock_detector(arg: pg_sys::Datum) {
         if Instant::now() < next_check && !dts.iter().any(|s| s.waiting) {
             continue;
         }
-        let check = AssertUnwindSafe(|| detector.check(&dts));
-        let waits = BackgroundWorker::transaction(move || check());
+        let waits = BackgroundWorker::transaction(AssertUnwindSafe(|| detector.check(&dts)));
         backoff = if waits {
             1
         } else {
