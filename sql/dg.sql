@@ -162,7 +162,8 @@ COMMENT ON COLUMN dg.in_doubt.action IS
 CREATE FUNCTION dg.stats_counters(OUT committed_2pc bigint, OUT committed_1pc bigint, OUT aborted bigint,
                                   OUT finish_failures bigint, OUT resolver_commits bigint, OUT resolver_aborts bigint,
                                   OUT prepare_count bigint, OUT prepare_us bigint,
-                                  OUT finish_count bigint, OUT finish_us bigint, OUT remote_requests bigint)
+                                  OUT finish_count bigint, OUT finish_us bigint, OUT remote_requests bigint,
+                                  OUT deadlocks bigint)
     RETURNS SETOF record ROWS 1
     LANGUAGE c AS 'MODULE_PATHNAME', 'stats_counters_wrapper';
 COMMENT ON FUNCTION dg.stats_counters() IS 'Behind the dg.stats view.';
@@ -171,7 +172,8 @@ CREATE VIEW dg.stats AS
 SELECT committed_2pc, committed_1pc, aborted, finish_failures, resolver_commits, resolver_aborts,
        round(prepare_us / nullif(prepare_count, 0) / 1000.0, 3) AS prepare_ms_avg,
        round(finish_us / nullif(finish_count, 0) / 1000.0, 3) AS finish_ms_avg,
-       remote_requests
+       remote_requests,
+       deadlocks
 FROM dg.stats_counters();
 GRANT SELECT ON dg.stats TO PUBLIC;
 COMMENT ON VIEW dg.stats IS 'Distributed transactions of this server since it started (all databases).';
@@ -185,3 +187,5 @@ COMMENT ON COLUMN dg.stats.prepare_ms_avg IS 'Mean time of the prepare phase (PR
 COMMENT ON COLUMN dg.stats.finish_ms_avg IS 'Mean time of COMMIT PREPARED on all participants, ms.';
 COMMENT ON COLUMN dg.stats.remote_requests IS
     'Requests sent to peers, counted when each DT ends: one per statement, or per pipeline (BEGIN goes with the first statement), per peer.';
+COMMENT ON COLUMN dg.stats.deadlocks IS
+    'Distributed deadlocks broken by failing one of this server''s DTs with SQLSTATE 40P01 (see dg.deadlock_check_interval).';

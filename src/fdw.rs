@@ -154,16 +154,26 @@ pub struct Target {
 
 impl Target {
     /// libpq keywords and values for the connection: the node's and the
-    /// mapping's, then dg's own (client encoding, application name).
+    /// mapping's, then dg's own (client encoding, application name). The
+    /// application name identifies the session to the deadlock detector,
+    /// so it overrides a server's `application_name` option.
     pub fn conn_options(&self) -> Vec<(String, String)> {
-        let mut opts = self.options.clone();
+        let mut opts: Vec<(String, String)> = self
+            .options
+            .iter()
+            .filter(|(k, _)| k != "application_name")
+            .cloned()
+            .collect();
         // SAFETY: returns a static string of the database encoding.
         let encoding = unsafe { CStr::from_ptr(pg_sys::GetDatabaseEncodingName()) };
         opts.push((
             "client_encoding".into(),
             encoding.to_string_lossy().into_owned(),
         ));
-        opts.push(("fallback_application_name".into(), "dg".into()));
+        opts.push((
+            "application_name".into(),
+            crate::deadlock::application_name(),
+        ));
         opts
     }
 }

@@ -9,6 +9,7 @@ static REMOTE_STATEMENT_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(-1);
 static MAX_CACHED_CONNECTIONS: GucSetting<i32> = GucSetting::<i32>::new(64);
 static RESOLVER_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(5000);
 static RESOLVER_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
+static DEADLOCK_CHECK_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(2000);
 
 /// How long cleanup (abort, finish) may wait on a peer when no
 /// `dg.remote_statement_timeout` is set. Interrupts are held on those paths,
@@ -65,6 +66,18 @@ pub fn init() {
         GucContext::Sighup,
         GucFlags::empty(),
     );
+    GucRegistry::define_int_guc(
+        c"dg.deadlock_check_interval",
+        c"Time between checks for deadlocks across nodes; 0 turns detection off.",
+        c"A check runs this long after a distributed transaction began waiting on a node, and on a \
+          back-off while no lock waits are seen. The youngest distributed transaction of each cycle \
+          fails with SQLSTATE 40P01.",
+        &DEADLOCK_CHECK_INTERVAL,
+        0,
+        3_600_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
     reserve_prefix();
 }
 
@@ -112,4 +125,12 @@ pub fn resolver_interval() -> Duration {
 
 pub fn resolver_enabled() -> bool {
     RESOLVER_ENABLED.get()
+}
+
+/// `None` when detection is off.
+pub fn deadlock_check_interval() -> Option<Duration> {
+    match DEADLOCK_CHECK_INTERVAL.get() {
+        ms if ms > 0 => Some(Duration::from_millis(ms as u64)),
+        _ => None,
+    }
 }

@@ -8,6 +8,7 @@ use pgrx::prelude::*;
 
 mod api;
 mod catalog;
+mod deadlock;
 mod error;
 mod faults;
 mod fdw;
@@ -42,6 +43,7 @@ pub extern "C-unwind" fn _PG_init() {
     xact::init();
     recovery::worker::init();
     stats::init();
+    deadlock::init();
     #[cfg(feature = "fault_injection")]
     faults::init();
 }

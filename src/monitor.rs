@@ -143,6 +143,7 @@ fn stats_counters() -> TableIterator<
         name!(finish_count, i64),
         name!(finish_us, i64),
         name!(remote_requests, i64),
+        name!(deadlocks, i64),
     ),
 > {
     let c = crate::stats::snapshot();
@@ -159,5 +160,6 @@ fn stats_counters() -> TableIterator<
         n(c.finish_count),
         n(c.finish_us),
         n(c.remote_requests),
+        n(c.deadlocks),
     ))
 }

@@ -21,6 +21,8 @@ pub struct Counters {
     pub finish_count: u64,
     pub finish_us: u64,
     pub remote_requests: u64,
+    /// Distributed deadlocks broken by cancelling one of this server's DTs.
+    pub deadlocks: u64,
 }
 
 // SAFETY: plain old data, no pointers.

@@ -86,5 +86,5 @@ DROP ROLE regress_dg_bob;
 
 -- dg.stats counts what this suite did (the cluster is fresh each run).
 SELECT committed_2pc > 0 AS two_phase, committed_1pc > 0 AS one_phase, aborted > 0 AS aborted,
-       finish_failures, resolver_commits, resolver_aborts, prepare_ms_avg > 0 AS timed
+       finish_failures, resolver_commits, resolver_aborts, prepare_ms_avg > 0 AS timed, deadlocks
 FROM dg.stats;

@@ -35,18 +35,22 @@ fn prefix() -> String {
     Gid::prefix(&catalog::coordinator_id(), database)
 }
 
-/// `(gid, prepared)` of this coordinator database's prepared transactions
-/// on `node`, read with the current role's mapping, else any mapping of
-/// the node: the resolver runs as a superuser that may have none.
-fn list(node: &str, prefix: &str) -> DgResult<Vec<(String, String)>> {
-    let target = match fdw::lookup(node) {
+/// How a worker reaches `node`: with the current role's mapping, else any
+/// mapping of the node, as workers run as a superuser that may have none.
+pub fn worker_target(node: &str) -> DgResult<fdw::Target> {
+    match fdw::lookup(node) {
         Err(DgError::NoMapping(_)) => match catalog::any_mapping(node) {
-            Some(mapping) => fdw::lookup_mapping(mapping)?,
-            None => return Err(DgError::NoMapping(node.into())),
+            Some(mapping) => fdw::lookup_mapping(mapping),
+            None => Err(DgError::NoMapping(node.into())),
         },
-        target => target?,
-    };
-    let mut conn = cache::take(&target)?;
+        target => target,
+    }
+}
+
+/// `(gid, prepared)` of this coordinator database's prepared transactions
+/// on `node`.
+fn list(node: &str, prefix: &str) -> DgResult<Vec<(String, String)>> {
+    let mut conn = cache::take(&worker_target(node)?)?;
     let deadline = deadline_after(Some(gucs::cleanup_timeout()));
     let result = conn.exec(LIST_SQL, Some(&[Some(prefix.to_string())]), deadline);
     cache::give_back(conn);

@@ -2,6 +2,7 @@
 //! watched too, so cancel requests, timeouts and postmaster death are
 //! noticed while a peer is slow or gone.
 
+use crate::deadlock::PeerWait;
 use pgrx::pg_sys;
 use std::ffi::c_int;
 use std::time::Instant;
@@ -14,20 +15,22 @@ pub enum Want {
 
 /// Waits until `sock` is ready for `want` (true) or `deadline` passes
 /// (false). Interrupts are checked each time the latch is set, so a pending
-/// cancel raises an ERROR from here unless interrupts are held.
+/// cancel raises an ERROR from here unless interrupts are held; so does
+/// the deadlock detector's choice of this DT as a victim.
 pub fn wait_socket(sock: c_int, want: Want, deadline: Option<Instant>) -> bool {
     let socket_event = match want {
         Want::Read => pg_sys::WL_SOCKET_READABLE,
         Want::Write => pg_sys::WL_SOCKET_WRITEABLE,
     };
+    let mut peer_wait = PeerWait::start();
     loop {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return false;
+        }
         let mut events = pg_sys::WL_LATCH_SET | pg_sys::WL_EXIT_ON_PM_DEATH | socket_event;
         let mut timeout_ms: std::ffi::c_long = -1;
-        if let Some(deadline) = deadline {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
+        if let Some(wake) = peer_wait.wake_by(deadline) {
+            let left = wake.saturating_duration_since(Instant::now());
             events |= pg_sys::WL_TIMEOUT;
             timeout_ms = left.as_millis().clamp(1, i32::MAX as u128) as std::ffi::c_long;
         }
@@ -46,6 +49,9 @@ pub fn wait_socket(sock: c_int, want: Want, deadline: Option<Instant>) -> bool {
             // SAFETY: resetting our own latch before checking interrupts.
             unsafe { pg_sys::ResetLatch(pg_sys::MyLatch) };
             pgrx::check_for_interrupts!();
+        }
+        if rc & (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT) as c_int != 0 {
+            peer_wait.woke();
         }
         if rc & socket_event as c_int != 0 {
             return true;

@@ -44,6 +44,8 @@ pub struct Dt {
     /// How the prepare phase committed, once it ran.
     pub protocol: Option<Protocol>,
     begin_sql: String,
+    /// Published to the deadlock detector while the DT lives.
+    _registration: crate::deadlock::Registration,
 }
 
 fn savepoint(level: i32) -> String {
@@ -134,6 +136,7 @@ impl Dt {
             touched: false,
             protocol: None,
             begin_sql: begin_statement(),
+            _registration: crate::deadlock::Registration::enter(),
         }
     }
 

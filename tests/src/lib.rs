@@ -496,7 +496,7 @@ impl Db<'_> {
         scalar(
             &mut self.peer(i),
             "SELECT count(*) FROM pg_stat_activity
-              WHERE datname = current_database() AND application_name = 'dg'
+              WHERE datname = current_database() AND application_name LIKE 'dg:%'
                 AND state IS DISTINCT FROM 'idle'",
         )
     }
