@@ -253,10 +253,6 @@ impl Proxy {
     pub fn fired(&self) -> u64 {
         self.shared.lock().fired
     }
-
-    pub fn mode(&self) -> Mode {
-        self.shared.lock().mode.clone()
-    }
 }
 
 impl Drop for Proxy {

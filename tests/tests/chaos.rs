@@ -15,7 +15,7 @@ use dg_tests::postgres::{Client, NoTls};
 use dg_tests::proxy::{Mode, Proxy};
 use dg_tests::{dist_exec, scalar, wait_until, Cluster, Db};
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -178,7 +178,7 @@ fn pick(rng: &mut Rng) -> Fault {
 /// Injects one fault and undoes it (restart, heal).
 fn inject(fault: Fault, rng: &mut Rng, cluster: &Cluster, proxies: &[Proxy]) {
     let proxy = &proxies[rng.below(PEERS as u64) as usize];
-    let fired_or = |limit: Duration| {
+    let until_fired = |limit: Duration| {
         let before = proxy.fired();
         wait_until(limit, || proxy.fired() > before);
     };
@@ -209,12 +209,12 @@ fn inject(fault: Fault, rng: &mut Rng, cluster: &Cluster, proxies: &[Proxy]) {
                 Mode::Down
             };
             proxy.at_message(prefix, rng.below(2) == 0, then);
-            fired_or(Duration::from_secs(1));
+            until_fired(Duration::from_secs(1));
             std::thread::sleep(rng.ms(300));
         }
         Fault::CutAfterBytes => {
             proxy.after_bytes(rng.below(5000), Mode::Down);
-            fired_or(Duration::from_secs(1));
+            until_fired(Duration::from_secs(1));
             std::thread::sleep(rng.ms(200));
         }
         Fault::Delay => {
@@ -272,7 +272,7 @@ fn chaos_bank() {
 
     let stop = AtomicBool::new(false);
     let log = Mutex::new(Vec::new());
-    let injected = AtomicU64::new(0);
+    let mut injected = 0u64;
     let mut by_kind: BTreeMap<Fault, u64> = BTreeMap::new();
     let started = Instant::now();
     std::thread::scope(|s| {
@@ -281,14 +281,18 @@ fn chaos_bank() {
             s.spawn(move || client(db, n, seed, stop, log));
         }
         let mut rng = Rng(seed);
-        while started.elapsed() < Duration::from_secs(seconds)
-            || injected.load(Ordering::SeqCst) < min_faults
-        {
+        while started.elapsed() < Duration::from_secs(seconds) || injected < min_faults {
             std::thread::sleep(rng.ms(150));
             let fault = pick(&mut rng);
             inject(fault, &mut rng, &cluster, &proxies);
             *by_kind.entry(fault).or_default() += 1;
-            injected.fetch_add(1, Ordering::SeqCst);
+            injected += 1;
+            if injected.is_multiple_of(100) {
+                println!(
+                    "chaos: {injected} faults in {:.0}s",
+                    started.elapsed().as_secs_f64()
+                );
+            }
         }
         stop.store(true, Ordering::SeqCst);
     });
@@ -341,9 +345,8 @@ fn chaos_bank() {
     }
 
     println!(
-        "chaos: seed {seed}, ran {:.0}s, faults injected {} {by_kind:?}",
-        ran.as_secs_f64(),
-        injected.load(Ordering::SeqCst)
+        "chaos: seed {seed}, ran {:.0}s, faults injected {injected} {by_kind:?}",
+        ran.as_secs_f64()
     );
     println!(
         "chaos: transfers attempted {} / acknowledged {acked} / failed {} (committed {committed})",

@@ -99,7 +99,7 @@ fn check_healed(db: &Db, id: i64, acked: bool, what: &str) -> bool {
 
 /// The messages dg sends a peer during a transfer, in order.
 const MESSAGES: [&str; 5] = [
-    "SET DateStyle",
+    "SET",
     "BEGIN",
     "WITH m",
     "PREPARE TRANSACTION",
