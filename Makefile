@@ -7,12 +7,13 @@
 # the environment, if any.
 TEST_FEATURES ?= fault_injection
 
-.PHONY: help demo stop test setup install regress bench bench-long clean-data
+.PHONY: help demo stop test chaos setup install regress bench bench-long clean-data
 
 help:
 	@echo "make demo        set up everything, start a coordinator and two peers, run a transfer"
 	@echo "make stop        stop every node the scripts started"
 	@echo "make test        set up everything, run every test (DG_LINT=1 adds fmt + clippy)"
+	@echo "make chaos       the long chaos bank run (>= 1000 faults), with its figures"
 	@echo "make setup       install the tools dg needs, build and install dg"
 	@echo "make install     build and install dg only (debug; DG_RELEASE=1 for release)"
 	@echo "make regress     run the pg_regress suite against the installed dg"
@@ -28,6 +29,9 @@ stop:
 
 test:
 	@DG_FEATURES='$(TEST_FEATURES)' bash scripts/test.sh
+
+chaos:
+	@bash scripts/chaos.sh
 
 setup:
 	@bash scripts/setup.sh

@@ -272,14 +272,15 @@ impl Connection {
         self.collect(deadline, None)
     }
 
-    /// Stops the statement in flight and drains it, within `deadline`.
+    /// Stops the statement in flight and drains it, within `deadline` (the
+    /// cancel request included: a peer behind a dead link never answers it).
     /// Returns false (and marks the connection broken) if that fails, so the
     /// caller closes it: closing ends the remote transaction too.
     pub fn cancel_and_drain(&mut self, deadline: Option<Instant>) -> bool {
         if !self.busy {
             return !self.broken;
         }
-        if self.conn.cancel().is_err() {
+        if self.conn.cancel(deadline).is_err() {
             self.broken = true;
             return false;
         }

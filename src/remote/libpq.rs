@@ -1,10 +1,12 @@
 //! The only module that calls libpq. RAII owners for `PGconn` and
 //! `PGresult` and safe methods for the asynchronous API; nothing here
-//! blocks except `cancel`, which opens its own short connection.
+//! blocks past its caller's deadline.
 
 use libpq_sys as pq;
 use std::ffi::{c_char, c_int, CStr, CString};
 use std::ptr::NonNull;
+use std::sync::mpsc;
+use std::time::Instant;
 
 /// An open (or opening) libpq connection; closed on drop.
 pub struct PgConn(NonNull<pq::PGconn>);
@@ -236,21 +238,49 @@ impl PgConn {
         }
     }
 
-    /// Asks the server to cancel the running statement. This opens a
-    /// separate short connection and waits for it; libpq before 17 has no
-    /// non-blocking cancel.
-    pub fn cancel(&self) -> Result<(), String> {
-        // SAFETY: live PGconn; the cancel object is freed before returning
-        // and the error buffer is NUL-terminated by libpq.
+    /// Asks the server to cancel the running statement, waiting for the
+    /// request to be delivered at most until `deadline`.
+    ///
+    /// libpq 15's only cancel, `PQcancel`, opens a connection of its own and
+    /// blocks until the server closes it, which a peer behind a dead link
+    /// (one that accepts connections but never answers) never does. So it
+    /// runs on a short-lived thread: `PQcancel` is thread-safe and touches
+    /// nothing but its own cancel object, never backend state. Past the
+    /// deadline the thread is left to end on its own and the caller gives up
+    /// on the connection.
+    pub fn cancel(&self, deadline: Option<Instant>) -> Result<(), String> {
+        // SAFETY: live PGconn; the cancel object is independent of it.
+        let handle = NonNull::new(unsafe { pq::PQgetCancel(self.ptr()) })
+            .map(CancelRequest)
+            .ok_or("could not create a cancel request")?;
+        let (tx, rx) = mpsc::channel();
+        spawn_without_signals(move || {
+            let _ = tx.send(handle.send());
+        })
+        .map_err(|e| format!("could not start a thread to cancel: {e}"))?;
+        let late = || "the cancel request got no answer in time".to_string();
+        match deadline {
+            Some(d) => rx
+                .recv_timeout(d.saturating_duration_since(Instant::now()))
+                .map_err(|_| late())?,
+            None => rx.recv().map_err(|_| late())?,
+        }
+    }
+}
+
+/// A `PGcancel`: what `PQcancel` needs, apart from the connection.
+struct CancelRequest(NonNull<pq::PGcancel>);
+
+// SAFETY: a PGcancel holds only the peer's address and the cancel key;
+// libpq documents PQcancel as safe to call from another thread.
+unsafe impl Send for CancelRequest {}
+
+impl CancelRequest {
+    fn send(&self) -> Result<(), String> {
+        let mut buf = [0 as c_char; 256];
+        // SAFETY: live PGcancel; libpq NUL-terminates what it writes to buf.
         unsafe {
-            let c = pq::PQgetCancel(self.ptr());
-            if c.is_null() {
-                return Err("could not create a cancel request".into());
-            }
-            let mut buf = [0 as c_char; 256];
-            let ok = pq::PQcancel(c, buf.as_mut_ptr(), buf.len() as c_int) == 1;
-            pq::PQfreeCancel(c);
-            if ok {
+            if pq::PQcancel(self.0.as_ptr(), buf.as_mut_ptr(), buf.len() as c_int) == 1 {
                 Ok(())
             } else {
                 Err(owned_string(buf.as_ptr())
@@ -259,6 +289,32 @@ impl PgConn {
                     .to_owned())
             }
         }
+    }
+}
+
+impl Drop for CancelRequest {
+    fn drop(&mut self) {
+        // SAFETY: we own the PGcancel and free it once.
+        unsafe { pq::PQfreeCancel(self.0.as_ptr()) }
+    }
+}
+
+/// Starts a thread that receives no signals: PostgreSQL's handlers belong
+/// to the backend's own thread.
+fn spawn_without_signals(f: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+    // SAFETY: plain signal-mask calls on sets that live on this stack; the
+    // old mask is restored before returning, and the new thread inherits
+    // the full one.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let spawned = std::thread::Builder::new()
+            .name("dg cancel".into())
+            .spawn(f);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        spawned.map(|_| ())
     }
 }
 

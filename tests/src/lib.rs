@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 
 pub use postgres;
 
+pub mod proxy;
+
 /// Binaries of the PostgreSQL the extension is installed into.
 pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 

@@ -1,0 +1,374 @@
+//! A fault-injecting TCP proxy for one link (coordinator → one peer).
+//!
+//! Point a dg server at `Proxy::port` instead of the peer's port and every
+//! connection to that node, the resolver's and cancel requests included,
+//! goes through it. The link's mode changes at run time:
+//!
+//! - `Pass`: bytes flow.
+//! - `Delay(d)`: each chunk waits `d` before it is forwarded.
+//! - `BlackHole`: connections are accepted (new ones too) but nothing is
+//!   forwarded either way; what was held flows once the link heals, as TCP
+//!   retransmits after a partition.
+//! - `Down`: every connection is closed, and new ones are accepted and
+//!   closed at once (a reset link, a peer whose port answers with RST).
+//!
+//! Triggers switch the mode when traffic passes: after `n` more bytes, or
+//! when a frontend message whose SQL text starts with a prefix passes
+//! (simple-query `Q` and extended-protocol `P` messages carry SQL), with or
+//! without delivering that message. `heal` is `set(Mode::Pass)`.
+//!
+//! Client → server traffic is forwarded one whole protocol message at a
+//! time so a trigger can act exactly at a message boundary.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread;
+use std::time::Duration;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Pass,
+    Delay(Duration),
+    BlackHole,
+    Down,
+}
+
+#[derive(Clone, Debug)]
+enum Trigger {
+    None,
+    /// Switch after this many more bytes (either direction).
+    AfterBytes(u64),
+    /// Switch when a message with SQL text starting with `prefix` passes;
+    /// `deliver`: forward it first.
+    AtMessage {
+        prefix: String,
+        deliver: bool,
+    },
+}
+
+struct State {
+    mode: Mode,
+    trigger: Trigger,
+    then: Mode,
+    /// Bumped whenever the link goes `Down`: connections of an older epoch
+    /// are finished.
+    epoch: u64,
+    /// Sockets of live connections (both ends), to close them on `Down`.
+    conns: HashMap<u64, (TcpStream, TcpStream)>,
+    next_id: u64,
+    /// How many times a trigger fired.
+    fired: u64,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    changed: Condvar,
+    closing: AtomicBool,
+}
+
+/// A proxy listening on loopback in front of `127.0.0.1:<target>`.
+pub struct Proxy {
+    pub port: u16,
+    shared: Arc<Shared>,
+}
+
+/// What a pump may do with the next chunk.
+enum Gate {
+    Forward(Option<Duration>),
+    Die,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets the mode; `Down` closes every connection.
+    fn switch(&self, st: &mut State, mode: Mode) {
+        if mode == Mode::Down {
+            st.epoch += 1;
+            for (_, (a, b)) in st.conns.drain() {
+                let _ = a.shutdown(Shutdown::Both);
+                let _ = b.shutdown(Shutdown::Both);
+            }
+        }
+        st.mode = mode;
+        st.trigger = Trigger::None;
+        self.changed.notify_all();
+    }
+
+    /// Blocks while the link is black-holed; says whether a connection of
+    /// `epoch` may forward now, and after what delay.
+    fn gate(&self, epoch: u64) -> Gate {
+        let mut st = self.lock();
+        loop {
+            if st.epoch != epoch || self.closing.load(Ordering::SeqCst) {
+                return Gate::Die;
+            }
+            match &st.mode {
+                Mode::Pass => return Gate::Forward(None),
+                Mode::Delay(d) => return Gate::Forward(Some(*d)),
+                Mode::Down => return Gate::Die,
+                Mode::BlackHole => {
+                    st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+                }
+            }
+        }
+    }
+
+    /// How many of `len` bytes may pass before an `AfterBytes` trigger
+    /// fires (all of them when none is armed), and fires it if reached.
+    fn take_bytes(&self, len: usize) -> (usize, bool) {
+        let mut st = self.lock();
+        if let Trigger::AfterBytes(left) = st.trigger {
+            if (len as u64) >= left {
+                return (left as usize, true);
+            }
+            st.trigger = Trigger::AfterBytes(left - len as u64);
+        }
+        (len, false)
+    }
+
+    /// Whether the armed message trigger matches `msg`: Some(deliver).
+    fn matches(&self, msg: &[u8]) -> Option<bool> {
+        let st = self.lock();
+        match &st.trigger {
+            Trigger::AtMessage { prefix, deliver } => sql_text(msg)
+                .is_some_and(|sql| sql.starts_with(prefix.as_bytes()))
+                .then_some(*deliver),
+            _ => None,
+        }
+    }
+
+    fn fire(&self) {
+        let mut st = self.lock();
+        st.fired += 1;
+        let then = st.then.clone();
+        self.switch(&mut st, then);
+    }
+}
+
+/// The SQL text of a `Q` (query) or `P` (parse: statement name, then SQL)
+/// message, without its NUL.
+fn sql_text(msg: &[u8]) -> Option<&[u8]> {
+    let body = msg.get(5..)?;
+    let sql = match msg[0] {
+        b'Q' => body,
+        b'P' => &body[body.iter().position(|&b| b == 0)? + 1..],
+        _ => return None,
+    };
+    Some(&sql[..sql.iter().position(|&b| b == 0).unwrap_or(sql.len())])
+}
+
+/// Frontend startup-phase requests after which another startup packet
+/// follows (SSLRequest, GSSENCRequest).
+const NEGOTIATION_CODES: [u32; 2] = [80877103, 80877104];
+
+/// Splits complete frontend messages off the front of `buf`. Startup-phase
+/// packets have no type byte; `startup` turns false after the real startup
+/// packet (or a cancel request).
+fn next_message(buf: &[u8], startup: &mut bool) -> Option<usize> {
+    if *startup {
+        let len = u32::from_be_bytes(buf.get(..4)?.try_into().ok()?) as usize;
+        if buf.len() < len.max(8) {
+            return None;
+        }
+        let code = u32::from_be_bytes(buf[4..8].try_into().ok()?);
+        if !NEGOTIATION_CODES.contains(&code) {
+            *startup = false;
+        }
+        Some(len)
+    } else {
+        let len = u32::from_be_bytes(buf.get(1..5)?.try_into().ok()?) as usize + 1;
+        (buf.len() >= len).then_some(len)
+    }
+}
+
+impl Proxy {
+    /// Starts a proxy in `Pass` mode in front of port `target` on loopback.
+    pub fn start(target: u16) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let port = listener.local_addr().unwrap().port();
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                mode: Mode::Pass,
+                trigger: Trigger::None,
+                then: Mode::Pass,
+                epoch: 0,
+                conns: HashMap::new(),
+                next_id: 0,
+                fired: 0,
+            }),
+            changed: Condvar::new(),
+            closing: AtomicBool::new(false),
+        });
+        let sh = shared.clone();
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                if sh.closing.load(Ordering::SeqCst) {
+                    break;
+                }
+                if let Ok(client) = client {
+                    let sh = sh.clone();
+                    thread::spawn(move || serve(sh, client, target));
+                }
+            }
+        });
+        Proxy { port, shared }
+    }
+
+    /// Switches the link to `mode` now (and disarms any trigger).
+    pub fn set(&self, mode: Mode) {
+        let mut st = self.shared.lock();
+        self.shared.switch(&mut st, mode);
+    }
+
+    /// Back to `Pass`.
+    pub fn heal(&self) {
+        self.set(Mode::Pass);
+    }
+
+    /// After `n` more bytes pass (either way), switch to `then`.
+    pub fn after_bytes(&self, n: u64, then: Mode) {
+        let mut st = self.shared.lock();
+        st.trigger = Trigger::AfterBytes(n);
+        st.then = then;
+    }
+
+    /// When a message whose SQL starts with `prefix` goes to the peer,
+    /// forward it if `deliver`, then switch to `then`.
+    pub fn at_message(&self, prefix: &str, deliver: bool, then: Mode) {
+        let mut st = self.shared.lock();
+        st.trigger = Trigger::AtMessage {
+            prefix: prefix.to_string(),
+            deliver,
+        };
+        st.then = then;
+    }
+
+    /// How many triggers fired so far.
+    pub fn fired(&self) -> u64 {
+        self.shared.lock().fired
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.shared.closing.store(true, Ordering::SeqCst);
+        self.set(Mode::Down);
+        // Wakes the accept loop so it sees `closing`.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+/// One client connection: connect upstream once the link lets us, then
+/// pump both ways until either side closes or the link goes down.
+fn serve(sh: Arc<Shared>, client: TcpStream, target: u16) {
+    let epoch = sh.lock().epoch;
+    let Gate::Forward(_) = sh.gate(epoch) else {
+        return;
+    };
+    let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+        return;
+    };
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
+    let id = {
+        let mut st = sh.lock();
+        if st.epoch != epoch {
+            return;
+        }
+        let id = st.next_id;
+        st.next_id += 1;
+        let ends = (client.try_clone().unwrap(), server.try_clone().unwrap());
+        st.conns.insert(id, ends);
+        id
+    };
+    let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+    let sh2 = sh.clone();
+    let down = thread::spawn(move || pump(&sh2, epoch, s2, c2, false));
+    pump(&sh, epoch, client, server, true);
+    let _ = down.join();
+    sh.lock().conns.remove(&id);
+}
+
+/// Copies `from` → `to` through the link's gate; `frontend`: this is the
+/// client → server direction, forwarded message by message.
+fn pump(sh: &Shared, epoch: u64, mut from: TcpStream, mut to: TcpStream, frontend: bool) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16384];
+    let mut startup = true;
+    loop {
+        let n = match from.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        let mut ready = Vec::new();
+        if frontend {
+            while let Some(len) = next_message(&buf, &mut startup) {
+                ready.push(buf.drain(..len).collect::<Vec<u8>>());
+            }
+        } else {
+            ready.push(std::mem::take(&mut buf));
+        }
+        for msg in ready {
+            if !forward(sh, epoch, &mut to, &msg) {
+                let _ = from.shutdown(Shutdown::Both);
+                let _ = to.shutdown(Shutdown::Both);
+                return;
+            }
+        }
+    }
+    // One side closed: pass the close on (after what was forwarded).
+    let _ = to.shutdown(Shutdown::Write);
+    let _ = from.shutdown(Shutdown::Read);
+}
+
+/// Forwards one message (or chunk) if the link allows; false when the
+/// connection must end.
+fn forward(sh: &Shared, epoch: u64, to: &mut TcpStream, msg: &[u8]) -> bool {
+    let delay = match sh.gate(epoch) {
+        Gate::Die => return false,
+        Gate::Forward(d) => d,
+    };
+    if let Some(d) = delay {
+        thread::sleep(d);
+    }
+    if let Some(deliver) = sh.matches(msg) {
+        if deliver && to.write_all(msg).is_err() {
+            return false;
+        }
+        sh.fire();
+        // Not delivered: dropped if the link is now down, held if it is
+        // black-holed (and sent once it heals).
+        return deliver || forward(sh, epoch, to, msg);
+    }
+    let (pass, fire) = sh.take_bytes(msg.len());
+    if to.write_all(&msg[..pass]).is_err() {
+        return false;
+    }
+    if fire {
+        sh.fire();
+        return forward(sh, epoch, to, &msg[pass..]);
+    }
+    true
+}
+
+impl Proxy {
+    /// A proxy in front of peer `i` of `db`'s cluster, with `db`'s node
+    /// `peer<i>` pointed at it: dg reaches that peer only through the proxy.
+    pub fn for_peer(db: &crate::Db, i: usize) -> Proxy {
+        let proxy = Proxy::start(db.cluster.peers[i - 1].port);
+        db.coord()
+            .batch_execute(&format!(
+                "ALTER SERVER peer{i} OPTIONS (SET port '{}')",
+                proxy.port
+            ))
+            .expect("point the node at its proxy");
+        proxy
+    }
+}

@@ -1,0 +1,370 @@
+//! The chaos bank (DESIGN §7): clients move random amounts between
+//! accounts on three peers through dg while a driver kills the coordinator
+//! server, kills and restarts peers, and cuts, black-holes, delays and heals
+//! the links through proxies. Afterwards: the total money is unchanged,
+//! every transfer is on both its peers or neither, every acknowledged one
+//! is on both, each peer's balances match its ledger, and no prepared
+//! transaction is left shortly after the faults stop.
+//!
+//! `DG_CHAOS_SECONDS` (default 30) is the least running time and
+//! `DG_CHAOS_FAULTS` (default 0) the least number of faults; the run goes
+//! on until both are reached. `DG_CHAOS_SEED` replays a run's choices (the
+//! timing still differs). `make chaos` runs the long version.
+
+use dg_tests::postgres::{Client, NoTls};
+use dg_tests::proxy::{Mode, Proxy};
+use dg_tests::{dist_exec, scalar, wait_until, Cluster, Db};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+const PEERS: usize = 3;
+const ACCOUNTS: i32 = 8;
+const START_BALANCE: i64 = 1000;
+const CLIENTS: u64 = 4;
+const RESOLVER_INTERVAL_MS: u64 = 500;
+/// How long after the faults stop the last prepared transaction may stay:
+/// one resolver interval, plus a pass that was waiting on a link when it
+/// healed (connect and statement timeouts of 2 s each), plus slack.
+const ORPHANS_GONE_WITHIN: Duration = Duration::from_secs(10);
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// xorshift64*: enough randomness for choosing faults, with a seed to
+/// print and replay.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn ms(&mut self, max: u64) -> Duration {
+        Duration::from_millis(self.below(max + 1))
+    }
+}
+
+/// One attempted transfer between two peers, and whether the client saw
+/// its COMMIT succeed.
+struct Attempt {
+    id: i64,
+    peers: (usize, usize),
+    acked: bool,
+}
+
+const MOVE: &str = "WITH m AS (UPDATE accounts SET balance = balance + $2 WHERE id = $3)
+                    INSERT INTO transfers VALUES ($1, $2)";
+
+/// A transfer between two peers. Peers are always written in index order,
+/// so concurrent transfers take their locks in one global order and
+/// cannot deadlock across nodes.
+fn transfer(c: &mut Client, rng: &mut Rng, id: i64) -> Attempt {
+    let a = rng.below(PEERS as u64) as usize + 1;
+    let b = (a + rng.below(PEERS as u64 - 1) as usize) % PEERS + 1;
+    let (a, b) = (a.min(b), a.max(b));
+    let amount = rng.below(100) as i64 + 1;
+    let amount = if rng.below(2) == 0 { amount } else { -amount };
+    let (x, y) = (
+        (rng.below(ACCOUNTS as u64) + 1).to_string(),
+        (rng.below(ACCOUNTS as u64) + 1).to_string(),
+    );
+    let ids = id.to_string();
+    let ok = c.batch_execute("BEGIN").is_ok()
+        && dist_exec(
+            c,
+            &format!("peer{a}"),
+            MOVE,
+            &[&ids, &(-amount).to_string(), &x],
+        )
+        .is_ok()
+        && dist_exec(
+            c,
+            &format!("peer{b}"),
+            MOVE,
+            &[&ids, &amount.to_string(), &y],
+        )
+        .is_ok()
+        && c.batch_execute("COMMIT").is_ok();
+    if !ok {
+        let _ = c.batch_execute("ROLLBACK");
+    }
+    Attempt {
+        id,
+        peers: (a, b),
+        acked: ok,
+    }
+}
+
+/// Transfers until `stop`, reconnecting whenever the coordinator is gone.
+fn client(db: &Db, n: u64, seed: u64, stop: &AtomicBool, log: &Mutex<Vec<Attempt>>) {
+    let mut rng = Rng(seed ^ (n + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let conn = format!(
+        "host=127.0.0.1 port={} user=postgres dbname={} application_name=dg-chaos connect_timeout=5",
+        db.cluster.coordinator.port, db.name
+    );
+    let mut c: Option<Client> = None;
+    let mut seq = 0;
+    while !stop.load(Ordering::SeqCst) {
+        let Some(cl) = c.as_mut().filter(|c| !c.is_closed()) else {
+            c = Client::connect(&conn, NoTls).ok();
+            if c.is_none() {
+                // The coordinator is restarting.
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            continue;
+        };
+        seq += 1;
+        let attempt = transfer(cl, &mut rng, (n as i64) << 40 | seq);
+        log.lock().unwrap().push(attempt);
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Fault {
+    KillCoordinator,
+    KillPeer,
+    ResetLink,
+    BlackHole,
+    CutAtMessage,
+    CutAfterBytes,
+    Delay,
+}
+
+/// Relative frequencies: link faults are cheap, kills take a restart.
+const FAULTS: [(Fault, u64); 7] = [
+    (Fault::KillCoordinator, 1),
+    (Fault::KillPeer, 2),
+    (Fault::ResetLink, 3),
+    (Fault::BlackHole, 2),
+    (Fault::CutAtMessage, 4),
+    (Fault::CutAfterBytes, 2),
+    (Fault::Delay, 1),
+];
+
+const CUT_AT: [&str; 6] = [
+    "BEGIN",
+    "WITH m",
+    "PREPARE TRANSACTION",
+    "COMMIT PREPARED",
+    "ROLLBACK",
+    "SELECT",
+];
+
+fn pick(rng: &mut Rng) -> Fault {
+    let total: u64 = FAULTS.iter().map(|f| f.1).sum();
+    let mut r = rng.below(total);
+    for (f, w) in FAULTS {
+        if r < w {
+            return f;
+        }
+        r -= w;
+    }
+    unreachable!()
+}
+
+/// Injects one fault and undoes it (restart, heal).
+fn inject(fault: Fault, rng: &mut Rng, cluster: &Cluster, proxies: &[Proxy]) {
+    let proxy = &proxies[rng.below(PEERS as u64) as usize];
+    let until_fired = |limit: Duration| {
+        let before = proxy.fired();
+        wait_until(limit, || proxy.fired() > before);
+    };
+    match fault {
+        Fault::KillCoordinator => {
+            cluster.coordinator.kill9();
+            cluster.coordinator.start_again();
+        }
+        Fault::KillPeer => {
+            let peer = &cluster.peers[rng.below(PEERS as u64) as usize];
+            peer.kill9();
+            std::thread::sleep(rng.ms(300));
+            peer.start_again();
+        }
+        Fault::ResetLink => {
+            proxy.set(Mode::Down);
+            std::thread::sleep(rng.ms(300));
+        }
+        Fault::BlackHole => {
+            proxy.set(Mode::BlackHole);
+            std::thread::sleep(rng.ms(1500));
+        }
+        Fault::CutAtMessage => {
+            let prefix = CUT_AT[rng.below(CUT_AT.len() as u64) as usize];
+            let then = if rng.below(4) == 0 {
+                Mode::BlackHole
+            } else {
+                Mode::Down
+            };
+            proxy.at_message(prefix, rng.below(2) == 0, then);
+            until_fired(Duration::from_secs(1));
+            std::thread::sleep(rng.ms(300));
+        }
+        Fault::CutAfterBytes => {
+            proxy.after_bytes(rng.below(5000), Mode::Down);
+            until_fired(Duration::from_secs(1));
+            std::thread::sleep(rng.ms(200));
+        }
+        Fault::Delay => {
+            proxy.set(Mode::Delay(rng.ms(50)));
+            std::thread::sleep(rng.ms(500));
+        }
+    }
+    proxy.heal();
+}
+
+fn ledger(db: &Db, i: usize) -> (HashSet<i64>, i64, i64) {
+    let mut c = db.peer(i);
+    let ids = c
+        .query("SELECT id FROM transfers", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let moved = scalar(
+        &mut c,
+        "SELECT coalesce(sum(amount), 0)::bigint FROM transfers",
+    );
+    let balance = scalar(&mut c, "SELECT sum(balance)::bigint FROM accounts");
+    (ids, moved, balance)
+}
+
+#[test]
+fn chaos_bank() {
+    let seconds = env_u64("DG_CHAOS_SECONDS", 30);
+    let min_faults = env_u64("DG_CHAOS_FAULTS", 0);
+    let seed = env_u64(
+        "DG_CHAOS_SEED",
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+            | 1,
+    );
+    let interval = format!("dg.resolver_interval = '{RESOLVER_INTERVAL_MS}ms'");
+    let cluster = Cluster::start_with(
+        PEERS,
+        &[
+            &interval,
+            "dg.connect_timeout = 2",
+            "dg.remote_statement_timeout = '2s'",
+        ],
+    );
+    let db = cluster.db("chaos");
+    db.on_peers(&format!(
+        "CREATE TABLE accounts (id int PRIMARY KEY, balance bigint NOT NULL);
+         INSERT INTO accounts SELECT g, {START_BALANCE} FROM generate_series(1, {ACCOUNTS}) g;
+         CREATE TABLE transfers (id bigint PRIMARY KEY, amount bigint NOT NULL);"
+    ));
+    let proxies: Vec<Proxy> = (1..=PEERS).map(|i| Proxy::for_peer(&db, i)).collect();
+
+    let stop = AtomicBool::new(false);
+    let log = Mutex::new(Vec::new());
+    let mut injected = 0u64;
+    let mut by_kind: BTreeMap<Fault, u64> = BTreeMap::new();
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for n in 0..CLIENTS {
+            let (db, stop, log) = (&db, &stop, &log);
+            s.spawn(move || client(db, n, seed, stop, log));
+        }
+        let mut rng = Rng(seed);
+        while started.elapsed() < Duration::from_secs(seconds) || injected < min_faults {
+            std::thread::sleep(rng.ms(150));
+            let fault = pick(&mut rng);
+            inject(fault, &mut rng, &cluster, &proxies);
+            *by_kind.entry(fault).or_default() += 1;
+            injected += 1;
+            if injected.is_multiple_of(100) {
+                println!(
+                    "chaos: {injected} faults in {:.0}s",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        }
+        stop.store(true, Ordering::SeqCst);
+    });
+    let ran = started.elapsed();
+
+    // The faults have stopped: every link is healed and every node is up.
+    let quiet = Instant::now();
+    let prepared = || (1..=PEERS).map(|i| db.prepared(i)).sum::<i64>();
+    let cleared = wait_until(ORPHANS_GONE_WITHIN, || prepared() == 0);
+    let cleared_in = quiet.elapsed();
+
+    let mut violations = Vec::new();
+    if !cleared {
+        violations.push(format!(
+            "{} prepared transactions left {ORPHANS_GONE_WITHIN:?} after the faults stopped",
+            prepared()
+        ));
+    }
+    let ledgers: Vec<_> = (1..=PEERS).map(|i| ledger(&db, i)).collect();
+    let total: i64 = ledgers.iter().map(|l| l.2).sum();
+    let expected_total = PEERS as i64 * ACCOUNTS as i64 * START_BALANCE;
+    if total != expected_total {
+        violations.push(format!("total money {total}, expected {expected_total}"));
+    }
+    for (i, (_, moved, balance)) in ledgers.iter().enumerate() {
+        if balance - ACCOUNTS as i64 * START_BALANCE != *moved {
+            violations.push(format!(
+                "peer{}: balances moved {} but its ledger says {moved}",
+                i + 1,
+                balance - ACCOUNTS as i64 * START_BALANCE
+            ));
+        }
+    }
+    let attempts = log.into_inner().unwrap();
+    let acked = attempts.iter().filter(|a| a.acked).count();
+    let mut committed = 0;
+    for a in &attempts {
+        let on_a = ledgers[a.peers.0 - 1].0.contains(&a.id);
+        let on_b = ledgers[a.peers.1 - 1].0.contains(&a.id);
+        committed += usize::from(on_a && on_b);
+        if on_a != on_b {
+            violations.push(format!(
+                "transfer {} is on peer{} only",
+                a.id,
+                if on_a { a.peers.0 } else { a.peers.1 }
+            ));
+        } else if a.acked && !on_a {
+            violations.push(format!("acknowledged transfer {} was lost", a.id));
+        }
+    }
+
+    println!(
+        "chaos: seed {seed}, ran {:.0}s, faults injected {injected} {by_kind:?}",
+        ran.as_secs_f64()
+    );
+    println!(
+        "chaos: transfers attempted {} / acknowledged {acked} / failed {} (committed {committed})",
+        attempts.len(),
+        attempts.len() - acked
+    );
+    println!(
+        "chaos: prepared transactions gone {:.1}s after the faults stopped (resolver interval {RESOLVER_INTERVAL_MS} ms)",
+        cleared_in.as_secs_f64()
+    );
+    println!("chaos: invariant violations {}", violations.len());
+    for v in violations.iter().take(20) {
+        println!("chaos: violation: {v}");
+    }
+    assert!(acked > 0, "no transfer was acknowledged");
+    assert!(
+        violations.is_empty(),
+        "{} invariant violations",
+        violations.len()
+    );
+}
