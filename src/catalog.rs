@@ -16,6 +16,17 @@ thread_local! {
     static RECORD_DECISION: RefCell<Option<OwnedPreparedStatement>> = const { RefCell::new(None) };
 }
 
+/// The first column of the first row of a read-only query. Not
+/// `Spi::get_one`: that runs the query as a write, which assigns the local
+/// transaction an xid (turning a one-phase DT into a two-phase one, and
+/// failing on a hot standby).
+pub fn read_one<T: FromDatum + IntoDatum>(
+    sql: &str,
+    args: &[pgrx::datum::DatumWithOid],
+) -> pgrx::spi::Result<Option<T>> {
+    Spi::connect(|client| client.select(sql, Some(1), args)?.first().get_one())
+}
+
 /// This installation's coordinator UUID, made at CREATE EXTENSION.
 pub fn coordinator_id() -> String {
     // SAFETY: catalog lookup by name; missing_ok.
@@ -28,7 +39,7 @@ pub fn coordinator_id() -> String {
     }) {
         return id;
     }
-    let id: String = as_owner(|| Spi::get_one("SELECT id::text FROM dg.coordinator"))
+    let id: String = as_owner(|| read_one("SELECT id::text FROM dg.coordinator", &[]))
         .ok()
         .flatten()
         .unwrap_or_else(|| pgrx::error!("dg.coordinator is empty; re-create the extension"));
@@ -70,7 +81,7 @@ pub fn record_decision(xid: u64, dt_id: &str) {
 /// fresh snapshot, after the caller found the transaction finished.
 pub fn decision_exists(xid: u64) -> bool {
     as_owner(|| {
-        Spi::get_one_with_args::<bool>(
+        read_one::<bool>(
             "SELECT EXISTS (SELECT 1 FROM dg.decisions WHERE xid = $1)",
             &[(xid as i64).into()],
         )
@@ -83,10 +94,13 @@ pub fn decision_exists(xid: u64) -> bool {
 /// The oldest full xid still running now: every older transaction has
 /// committed or aborted.
 pub fn xid_horizon() -> u64 {
-    Spi::get_one::<i64>("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
-        .ok()
-        .flatten()
-        .unwrap_or(0) as u64
+    read_one::<i64>(
+        "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
+        &[],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(0) as u64
 }
 
 /// Deletes the decisions of transactions older than `horizon`, except
@@ -145,7 +159,7 @@ pub fn vacuum_decisions() {
 /// Some user mapping of `node`, PUBLIC's first.
 pub fn any_mapping(node: &str) -> Option<pg_sys::Oid> {
     as_owner(|| {
-        Spi::get_one_with_args::<pg_sys::Oid>(
+        read_one::<pg_sys::Oid>(
             "SELECT umid FROM pg_user_mappings WHERE srvname = $1 ORDER BY umuser <> 0, umid LIMIT 1",
             &[node.into()],
         )

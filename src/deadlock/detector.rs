@@ -257,7 +257,7 @@ fn cancel(victim: &registry::Slot, cycle: &Cycle, own: &str, local_wait: bool) {
     }
     if local_wait {
         let _ =
-            Spi::get_one_with_args::<bool>("SELECT pg_cancel_backend($1)", &[victim.pid.into()]);
+            crate::catalog::read_one::<bool>("SELECT pg_cancel_backend($1)", &[victim.pid.into()]);
     }
 }
 

@@ -51,3 +51,29 @@ fn transfer_costs_one_request_per_statement_and_phase() {
         "requests for a one-peer block with a savepoint"
     );
 }
+
+/// A fresh session's first DT with one writer and nothing local commits in
+/// one phase: dg's own catalog reads (the coordinator id, read when the
+/// first connection opens) must not give the local transaction an xid.
+#[test]
+fn first_dt_of_a_session_with_one_writer_is_one_phase() {
+    let cluster = Cluster::start_with(1, &["dg.resolver_enabled = off"]);
+    let db = cluster.db("first");
+    db.on_peers("CREATE TABLE t (id int)");
+    let counts = |c: &mut postgres::Client| {
+        (
+            scalar(c, "SELECT committed_1pc FROM dg.stats"),
+            scalar(c, "SELECT committed_2pc FROM dg.stats"),
+        )
+    };
+    let (one_before, two_before) = counts(&mut db.coord());
+    db.coord()
+        .batch_execute("BEGIN; SELECT dg.dist_exec('peer1', 'INSERT INTO t VALUES (1)'); COMMIT;")
+        .expect("one-writer block");
+    let (one, two) = counts(&mut db.coord());
+    assert_eq!(
+        (one - one_before, two - two_before),
+        (1, 0),
+        "(one-phase, two-phase) commits"
+    );
+}
