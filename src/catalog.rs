@@ -16,15 +16,23 @@ thread_local! {
     static RECORD_DECISION: RefCell<Option<OwnedPreparedStatement>> = const { RefCell::new(None) };
 }
 
-/// The first column of the first row of a read-only query. Not
-/// `Spi::get_one`: that runs the query as a write, which assigns the local
-/// transaction an xid (turning a one-phase DT into a two-phase one, and
-/// failing on a hot standby).
+/// The first column of the first row of a read-only query, read with the
+/// latest snapshot: the resolver reads a decision only after it saw the
+/// deciding transaction end, so an older snapshot could miss the row and
+/// roll back a committed DT. Not `Spi::get_one`: that runs the query as a
+/// write, which assigns the local transaction an xid (turning a one-phase
+/// DT into a two-phase one, and failing on a hot standby).
 pub fn read_one<T: FromDatum + IntoDatum>(
     sql: &str,
     args: &[pgrx::datum::DatumWithOid],
 ) -> pgrx::spi::Result<Option<T>> {
-    Spi::connect(|client| client.select(sql, Some(1), args)?.first().get_one())
+    // SAFETY: pushes a snapshot for the read and pops it after, also when
+    // the read raises (PostgreSQL's abort pops it then).
+    unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot()) };
+    let row = Spi::connect(|client| client.select(sql, Some(1), args)?.first().get_one());
+    // SAFETY: the snapshot pushed above is still the active one.
+    unsafe { pg_sys::PopActiveSnapshot() };
+    row
 }
 
 /// This installation's coordinator UUID, made at CREATE EXTENSION.
