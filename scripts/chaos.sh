@@ -7,6 +7,7 @@
 #   DG_CHAOS_FAULTS  least number of faults (default 1000)
 #   DG_CHAOS_SECONDS least running time (default 60)
 #   DG_CHAOS_SEED    replay a run's random choices
+set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 export DG_CHAOS_FAULTS=${DG_CHAOS_FAULTS:-1000}
