@@ -32,4 +32,9 @@ SET dg.max_cached_connections = 0;
 SELECT * FROM dg.dist_query('peer1', 'SELECT 1') AS t(one int);
 SELECT count(*) FROM dg.connections();
 RESET dg.max_cached_connections;
+-- Reload-only settings: not per session, and range-checked.
+SHOW dg.deadlock_check_interval;
+SET dg.deadlock_check_interval = '1s';
+ALTER SYSTEM SET dg.deadlock_check_interval = -1;
+ALTER SYSTEM SET dg.resolver_interval = 0;
 SET dg.no_such_setting = 1;
