@@ -147,19 +147,13 @@ for n in 2 4 8; do
 done
 
 # -- running ------------------------------------------------------------------
-total() {
+# over_peers SQL: the sum of SQL's single value over every peer.
+over_peers() {
     local sum=0 i
     for i in $(seq 1 $npeers); do
-        sum=$((sum + $(psql_val "$(peer_port "$i")" $db "SELECT sum(balance) FROM accounts")))
+        sum=$((sum + $(psql_val "$(peer_port "$i")" $db "$1")))
     done
     echo "$sum"
-}
-prepared() {
-    local n=0 i
-    for i in $(seq 1 $npeers); do
-        n=$((n + $(psql_val "$(peer_port "$i")" $db "SELECT count(*) FROM pg_prepared_xacts")))
-    done
-    echo "$n"
 }
 expected_total=$((accounts * 1000 * npeers))
 violations=0
@@ -182,8 +176,8 @@ run() {
     lat=$(sed -nE 's/^latency average = ([0-9.]+) ms/\1/p' <<<"$out")
     failed=$(sed -nE 's/^number of failed transactions: ([0-9]+).*/\1/p' <<<"$out")
     local sum left
-    sum=$(total)
-    left=$(prepared)
+    sum=$(over_peers "SELECT sum(balance) FROM accounts")
+    left=$(over_peers "SELECT count(*) FROM pg_prepared_xacts")
     if [ "$sum" != "$expected_total" ] || [ "$left" != 0 ] || [ "${failed:-0}" != 0 ]; then
         warn "$variant/$nclients: total $sum (expected $expected_total), $left prepared left, ${failed:-0} failed"
         violations=$((violations + 1))
@@ -195,15 +189,18 @@ run() {
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 report="$results/$stamp.md"
 [ "$long" != 1 ] || report="$results/$stamp-long.md"
-dg_stat() { psql_val "$coord" $db "SELECT $1 FROM dg.stats"; }
 
 if [ "$long" = 1 ]; then
     say "dg_block at 8 clients for ${long_seconds}s"
     seconds=$long_seconds
     run dg_block 8 long
     tps=${TPS[long]} lat=${LAT[long]}
-    # The resolver forgets finished decisions every interval; measure after one.
-    sleep 2
+    # The resolver forgets finished decisions every interval: measure once
+    # it has (at most 10 s).
+    for _ in $(seq 1 100); do
+        [ "$(psql_val "$coord" $db "SELECT count(*) FROM dg.decisions")" != 0 ] || break
+        sleep 0.1
+    done
     size=$(psql_val "$coord" $db "SELECT pg_total_relation_size('dg.decisions')")
     rows_left=$(psql_val "$coord" $db "SELECT count(*) FROM dg.decisions")
     {

@@ -16,7 +16,6 @@ use crate::error::DgResult;
 use crate::gucs;
 use crate::recovery::worker_target;
 use crate::remote::cache;
-use crate::remote::wait::deadline_after;
 use crate::stats;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
 use pgrx::pg_sys;
@@ -248,13 +247,7 @@ fn cancel(victim: &registry::Slot, cycle: &Cycle, own: &str, local_wait: bool) {
         "dg deadlock detector: {message}; cancelling the distributed transaction of process {}. {detail}",
         victim.pid
     );
-    // SAFETY: looks up the victim's PGPROC; a vanished pid gives NULL.
-    unsafe {
-        let proc_ = pg_sys::BackendPidGetProc(victim.pid);
-        if !proc_.is_null() {
-            pg_sys::SetLatch(&raw mut (*proc_).procLatch);
-        }
-    }
+    crate::remote::wait::wake(victim.pid);
     if local_wait {
         let _ =
             crate::catalog::read_one::<bool>("SELECT pg_cancel_backend($1)", &[victim.pid.into()]);
@@ -321,21 +314,16 @@ fn local_waits() -> Vec<Wait> {
 }
 
 fn remote_waits(node: &str) -> DgResult<Vec<Wait>> {
-    let mut conn = cache::take(&worker_target(node)?)?;
-    let deadline = deadline_after(Some(gucs::cleanup_timeout()));
-    let result = conn.exec(WAITS_SQL, None, deadline);
-    cache::give_back(conn);
-    let Some(t) = result?.tuples else {
+    let Some(t) = cache::exec_once(&worker_target(node)?, WAITS_SQL, None)?.tuples else {
         return Ok(Vec::new());
     };
-    let text = |r, c| t.value(r, c).map(|v| v.to_string_lossy().into_owned());
-    let pid = |r, c| text(r, c).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let pid = |r, c| t.text(r, c).and_then(|v| v.parse().ok()).unwrap_or(0);
     Ok((0..t.ntuples())
         .map(|r| Wait {
             waiter: pid(r, 0),
-            waiter_app: text(r, 1),
+            waiter_app: t.text(r, 1),
             blocker: pid(r, 2),
-            blocker_app: text(r, 3),
+            blocker_app: t.text(r, 3),
         })
         .collect())
 }

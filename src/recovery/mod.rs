@@ -11,9 +11,7 @@ use crate::catalog;
 use crate::error::{DgError, DgResult};
 use crate::fdw;
 use crate::gid::Gid;
-use crate::gucs;
 use crate::remote::cache;
-use crate::remote::wait::deadline_after;
 use decide::{decide, Action};
 use pgrx::pg_sys;
 use std::collections::HashSet;
@@ -50,19 +48,20 @@ pub fn worker_target(node: &str) -> DgResult<fdw::Target> {
 /// `(gid, prepared)` of this coordinator database's prepared transactions
 /// on `node`.
 fn list(node: &str, prefix: &str) -> DgResult<Vec<(String, String)>> {
-    let mut conn = cache::take(&worker_target(node)?)?;
-    let deadline = deadline_after(Some(gucs::cleanup_timeout()));
-    let result = conn.exec(LIST_SQL, Some(&[Some(prefix.to_string())]), deadline);
-    cache::give_back(conn);
-    let tuples = result?.tuples;
-    let text = |t: &crate::remote::libpq::PgResult, r, c| {
-        t.value(r, c)
-            .map(|v| v.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    };
+    let tuples = cache::exec_once(
+        &worker_target(node)?,
+        LIST_SQL,
+        Some(&[Some(prefix.to_string())]),
+    )?
+    .tuples;
     Ok(tuples.map_or_else(Vec::new, |t| {
         (0..t.ntuples())
-            .map(|r| (text(&t, r, 0), text(&t, r, 1)))
+            .map(|r| {
+                (
+                    t.text(r, 0).unwrap_or_default(),
+                    t.text(r, 1).unwrap_or_default(),
+                )
+            })
             .collect()
     }))
 }
@@ -181,12 +180,10 @@ fn finish(gid: &str, action: Action) -> DgResult<String> {
 
 /// `COMMIT PREPARED` or `ROLLBACK PREPARED` on a connection of its own.
 fn end_prepared(target: &fdw::Target, gid: &str, commit: bool) -> DgResult<String> {
-    let mut conn = cache::take(target)?;
     let verb = if commit { "COMMIT" } else { "ROLLBACK" };
     let sql = format!("{verb} PREPARED {}", pgrx::spi::quote_literal(gid));
-    let result = conn.exec(&sql, None, deadline_after(Some(gucs::cleanup_timeout())));
-    cache::give_back(conn);
-    result.map(|_| if commit { "committed" } else { "rolled back" }.to_string())
+    cache::exec_once(target, &sql, None)
+        .map(|_| if commit { "committed" } else { "rolled back" }.to_string())
 }
 
 /// `dg.resolve()`: a superuser's manual decision for a prepared transaction

@@ -58,13 +58,7 @@ pub fn request_pass() {
         shared.urgent = true;
         shared.launcher_pid
     };
-    // SAFETY: looks up the launcher's PGPROC; a vanished pid gives NULL.
-    unsafe {
-        let proc_ = pg_sys::BackendPidGetProc(pid);
-        if pid != 0 && !proc_.is_null() {
-            pg_sys::SetLatch(&raw mut (*proc_).procLatch);
-        }
-    }
+    crate::remote::wait::wake(pid);
 }
 
 /// Databases a pass may run in: not templates, accepting connections.

@@ -3,7 +3,8 @@
 //! uses them and gives them back at its end; catalog invalidations mark
 //! cached ones so a changed server or mapping is never reused.
 
-use super::connection::Connection;
+use super::connection::{Connection, Outcome};
+use super::wait::cleanup_deadline;
 use crate::error::DgResult;
 use crate::fdw::Target;
 use crate::gucs;
@@ -29,6 +30,20 @@ pub fn take(target: &Target) -> DgResult<Connection> {
         Some(c) if c.reusable() && (c.used_password || !target.password_required) => Ok(c),
         _ => Connection::open(target),
     }
+}
+
+/// Runs one statement outside any DT on a connection for `target` (the
+/// resolver's and the deadlock detector's work), bounded by the cleanup
+/// deadline, and gives the connection back.
+pub fn exec_once(
+    target: &Target,
+    sql: &str,
+    params: Option<&[Option<String>]>,
+) -> DgResult<Outcome> {
+    let mut conn = take(target)?;
+    let result = conn.exec(sql, params, cleanup_deadline());
+    give_back(conn);
+    result
 }
 
 /// Returns a connection after its transaction; broken or invalidated ones

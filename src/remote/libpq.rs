@@ -74,9 +74,21 @@ impl PgConn {
         let mut vp: Vec<*const c_char> = vals.iter().map(|v| v.as_ptr()).collect();
         kp.push(std::ptr::null());
         vp.push(std::ptr::null());
+        // Each connection holds a socket PostgreSQL's fd.c does not see:
+        // count it against the backend's descriptor budget, as postgres_fdw
+        // does, so neither side runs the process out of descriptors.
+        // SAFETY: plain bookkeeping call; released in Drop or below.
+        if !unsafe { pgrx::pg_sys::AcquireExternalFD() } {
+            return Err("too many open files in this backend to open another connection".into());
+        }
         // SAFETY: both arrays are NULL-terminated and outlive the call.
         let raw = unsafe { pq::PQconnectStartParams(kp.as_ptr(), vp.as_ptr(), 0) };
-        let conn = PgConn(NonNull::new(raw).ok_or("out of memory")?);
+        let Some(raw) = NonNull::new(raw) else {
+            // SAFETY: gives back the descriptor acquired above.
+            unsafe { pgrx::pg_sys::ReleaseExternalFD() };
+            return Err("out of memory".into());
+        };
+        let conn = PgConn(raw);
         // SAFETY: conn is a live PGconn.
         if unsafe { pq::PQstatus(conn.ptr()) } == pq::ConnStatusType::CONNECTION_BAD {
             return Err(conn.error_message());
@@ -320,8 +332,12 @@ fn spawn_without_signals(f: impl FnOnce() + Send + 'static) -> std::io::Result<(
 
 impl Drop for PgConn {
     fn drop(&mut self) {
-        // SAFETY: we own the PGconn and drop it once.
-        unsafe { pq::PQfinish(self.ptr()) }
+        // SAFETY: we own the PGconn and drop it once, with the descriptor
+        // start() acquired for it.
+        unsafe {
+            pq::PQfinish(self.ptr());
+            pgrx::pg_sys::ReleaseExternalFD();
+        }
     }
 }
 
@@ -355,6 +371,12 @@ impl PgResult {
     }
 
     /// A field as text, None for SQL NULL. Borrowed from the result.
+    /// The value at (row, col) as text; None for SQL NULL.
+    pub fn text(&self, row: usize, col: usize) -> Option<String> {
+        self.value(row, col)
+            .map(|v| v.to_string_lossy().into_owned())
+    }
+
     pub fn value(&self, row: usize, col: usize) -> Option<&CStr> {
         // SAFETY: live PGresult; callers pass in-range indexes; libpq keeps
         // the value alive as long as the result.

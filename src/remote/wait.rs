@@ -59,7 +59,28 @@ pub fn wait_socket(sock: c_int, want: Want, deadline: Option<Instant>) -> bool {
     }
 }
 
+/// Sets the latch of process `pid` (a worker, or a backend chosen as a
+/// deadlock victim), if it still runs. Never raises.
+pub fn wake(pid: i32) {
+    if pid == 0 {
+        return;
+    }
+    // SAFETY: looks up the process's PGPROC; a vanished pid gives NULL.
+    unsafe {
+        let proc_ = pg_sys::BackendPidGetProc(pid);
+        if !proc_.is_null() {
+            pg_sys::SetLatch(&raw mut (*proc_).procLatch);
+        }
+    }
+}
+
 /// A deadline `d` from now, if there is a limit.
 pub fn deadline_after(d: Option<std::time::Duration>) -> Option<Instant> {
     d.map(|d| Instant::now() + d)
+}
+
+/// The deadline for cleanup and background work, where interrupts may be
+/// held: `dg.remote_statement_timeout`, at most 30 s.
+pub fn cleanup_deadline() -> Option<Instant> {
+    deadline_after(Some(crate::gucs::cleanup_timeout()))
 }

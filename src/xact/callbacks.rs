@@ -150,9 +150,29 @@ unsafe extern "C-unwind" fn at_exit(_code: i32, _arg: pg_sys::Datum) {
 }
 
 /// Runs cleanup that must not raise: any error or panic becomes a WARNING.
+/// PostgreSQL holds interrupts around these callbacks, and an ERROR zeroes
+/// the holdoff counters on its way out; they are put back, or the
+/// caller's RESUME_INTERRUPTS would wrap them and the backend would ignore
+/// cancel and terminate for good. What the cleanup left undone (a prepared
+/// peer, say) is the resolver's.
 fn never_raise(f: impl FnOnce()) {
+    // SAFETY: plain reads of backend-local counters.
+    let held = unsafe {
+        (
+            pg_sys::InterruptHoldoffCount,
+            pg_sys::QueryCancelHoldoffCount,
+            pg_sys::CritSectionCount,
+        )
+    };
     PgTryBuilder::new(AssertUnwindSafe(f))
         .catch_others(|e| {
+            // SAFETY: restores the counters as they were before `f`.
+            unsafe {
+                pg_sys::InterruptHoldoffCount = held.0;
+                pg_sys::QueryCancelHoldoffCount = held.1;
+                pg_sys::CritSectionCount = held.2;
+            }
+            crate::recovery::worker::request_pass();
             let message = match &e {
                 CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => {
                     r.message().to_string()

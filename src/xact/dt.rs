@@ -14,7 +14,7 @@ use crate::gucs;
 use crate::remote::cache;
 use crate::remote::connection::{Connection, Outcome};
 use crate::remote::libpq::PgResult;
-use crate::remote::wait::deadline_after;
+use crate::remote::wait::{cleanup_deadline, deadline_after};
 use crate::stats;
 use pgrx::pg_sys;
 use std::time::Instant;
@@ -55,11 +55,6 @@ fn savepoint(level: i32) -> String {
 /// The deadline for one statement the user waits on.
 pub fn statement_deadline() -> Option<Instant> {
     deadline_after(gucs::remote_statement_timeout())
-}
-
-/// The deadline for cleanup, where interrupts are held.
-fn cleanup_deadline() -> Option<Instant> {
-    deadline_after(Some(gucs::cleanup_timeout()))
 }
 
 fn nest_level() -> i32 {
@@ -317,11 +312,7 @@ impl Dt {
             },
         );
         for (p, r) in self.participants.iter_mut().zip(results) {
-            match r {
-                None | Some(Ok(_)) => {}
-                Some(Err(DgError::Remote(e))) if e.is_undefined_object() => {}
-                Some(Err(e)) => warn_unfinished(&p.conn.node, "commit", e),
-            }
+            settle_prepared(&p.conn.node, "commit", r);
             p.state = RemoteState::Ended;
         }
         let took = stats::micros(started.elapsed());
@@ -356,11 +347,7 @@ impl Dt {
         });
         for (p, r) in self.participants.iter_mut().zip(results) {
             if p.state == RemoteState::Prepared {
-                match r {
-                    None | Some(Ok(_)) => {}
-                    Some(Err(DgError::Remote(e))) if e.is_undefined_object() => {}
-                    Some(Err(e)) => warn_unfinished(&p.conn.node, "roll back", e),
-                }
+                settle_prepared(&p.conn.node, "roll back", r);
             }
             p.state = RemoteState::Ended;
         }
@@ -476,8 +463,15 @@ impl Participant {
     }
 }
 
-/// Warns, and wakes the resolver: it finishes the job.
-fn warn_unfinished(node: &str, action: &'static str, e: DgError) {
+/// The end of COMMIT or ROLLBACK PREPARED on one peer. A failure is a
+/// WARNING and wakes the resolver: it finishes the job.
+fn settle_prepared(node: &str, action: &'static str, r: Option<DgResult<Outcome>>) {
+    let e = match r {
+        None | Some(Ok(_)) => return,
+        // Another finisher (the resolver) got there first.
+        Some(Err(DgError::Remote(e))) if e.is_undefined_object() => return,
+        Some(Err(e)) => e,
+    };
     stats::add(|s| s.finish_failures += 1);
     crate::recovery::worker::request_pass();
     DgError::Unfinished {

@@ -107,9 +107,36 @@ fn reap_stale() {
     }
 }
 
+fn create_database(node: &Node, name: &str) {
+    node.client("postgres")
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .unwrap_or_else(|e| panic!("create database {name} on {}: {e}", node.name));
+}
+
+/// Makes database `name` on `coordinator` a dg coordinator of `peers`:
+/// creates it, installs dg, and names the peers' databases `name`
+/// `peer1..peerN`, with a PUBLIC user mapping as `postgres`. For a second
+/// coordinator sharing a cluster's peers.
+pub fn coordinate(coordinator: &Node, name: &str, peers: &[Node]) {
+    create_database(coordinator, name);
+    let mut c = coordinator.client(name);
+    c.batch_execute("CREATE EXTENSION dg")
+        .expect("CREATE EXTENSION dg");
+    for (i, peer) in peers.iter().enumerate() {
+        c.batch_execute(&format!(
+            "CREATE SERVER peer{n} FOREIGN DATA WRAPPER dg
+                 OPTIONS (host '127.0.0.1', port '{port}', dbname '{name}');
+             CREATE USER MAPPING FOR PUBLIC SERVER peer{n} OPTIONS (user 'postgres');",
+            n = i + 1,
+            port = peer.port,
+        ))
+        .expect("create dg server");
+    }
+}
+
 /// A free loopback port. The listener is closed before postgres binds it,
 /// so another process could take it in between; `Node::start` retries.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("cannot bind 127.0.0.1:0")
@@ -301,6 +328,17 @@ impl Node {
         fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    /// How often `needle` appears in the server log.
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.log().matches(needle).count()
+    }
+
+    /// Polls the server log for `needle`: a worker may write its line a
+    /// little after the effect a test saw.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        wait_until(timeout, || self.log().contains(needle))
+    }
+
     /// Replaces pg_hba.conf with `lines` and reloads the server.
     pub fn set_hba(&self, lines: &str) {
         fs::write(self.dir.join("data/pg_hba.conf"), lines).expect("write pg_hba.conf");
@@ -418,24 +456,10 @@ impl Cluster {
     /// independent (pg_stat_activity and dg.decisions are filtered or kept
     /// per database).
     pub fn db(&self, name: &str) -> Db<'_> {
-        for node in std::iter::once(&self.coordinator).chain(&self.peers) {
-            node.client("postgres")
-                .batch_execute(&format!("CREATE DATABASE {name}"))
-                .unwrap_or_else(|e| panic!("create database {name} on {}: {e}", node.name));
+        for node in &self.peers {
+            create_database(node, name);
         }
-        let mut c = self.coordinator.client(name);
-        c.batch_execute("CREATE EXTENSION dg")
-            .expect("CREATE EXTENSION dg");
-        for (i, peer) in self.peers.iter().enumerate() {
-            c.batch_execute(&format!(
-                "CREATE SERVER peer{n} FOREIGN DATA WRAPPER dg
-                     OPTIONS (host '127.0.0.1', port '{port}', dbname '{name}');
-                 CREATE USER MAPPING FOR PUBLIC SERVER peer{n} OPTIONS (user 'postgres');",
-                n = i + 1,
-                port = peer.port,
-            ))
-            .expect("create dg server");
-        }
+        coordinate(&self.coordinator, name, &self.peers);
         Db {
             cluster: self,
             name: name.to_string(),
@@ -476,6 +500,13 @@ impl Db<'_> {
             &mut self.peer(i),
             "SELECT count(*) FROM pg_prepared_xacts WHERE database = current_database()",
         )
+    }
+
+    /// Prepared transactions on every peer in this test's database.
+    pub fn prepared_all(&self) -> i64 {
+        (1..=self.cluster.peers.len())
+            .map(|i| self.prepared(i))
+            .sum()
     }
 
     /// GIDs of prepared transactions on peer `i` in this database.

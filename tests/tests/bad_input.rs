@@ -4,7 +4,9 @@
 //! in a clear error with its SQLSTATE, leave nothing open or prepared on
 //! the peers, and never print a password.
 
-use dg_tests::{dist_exec, error_text, expect_sqlstate, scalar, wait_until, Cluster, Db};
+use dg_tests::{
+    dist_exec, error_text, expect_sqlstate, free_port, scalar, wait_until, Cluster, Db,
+};
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::sync::LazyLock;
@@ -193,20 +195,12 @@ fn fake_server(fake: Fake) -> u16 {
     port
 }
 
-/// A port nothing listens on.
-fn closed_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind")
-        .port()
-}
-
 #[test]
 fn unreachable_peers_fail_within_connect_timeout() {
     let db = bank("unreachable");
     let mut c = db.coord();
     let cases = [
-        ("down", closed_port()),
+        ("down", free_port()),
         ("closes", fake_server(Fake::Close)),
         ("garbage", fake_server(Fake::Garbage)),
         ("silent", fake_server(Fake::Silent)),

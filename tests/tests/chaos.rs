@@ -300,15 +300,14 @@ fn chaos_bank() {
 
     // The faults have stopped: every link is healed and every node is up.
     let quiet = Instant::now();
-    let prepared = || (1..=PEERS).map(|i| db.prepared(i)).sum::<i64>();
-    let cleared = wait_until(ORPHANS_GONE_WITHIN, || prepared() == 0);
+    let cleared = wait_until(ORPHANS_GONE_WITHIN, || db.prepared_all() == 0);
     let cleared_in = quiet.elapsed();
 
     let mut violations = Vec::new();
     if !cleared {
         violations.push(format!(
             "{} prepared transactions left {ORPHANS_GONE_WITHIN:?} after the faults stopped",
-            prepared()
+            db.prepared_all()
         ));
     }
     let ledgers: Vec<_> = (1..=PEERS).map(|i| ledger(&db, i)).collect();

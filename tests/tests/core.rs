@@ -590,15 +590,7 @@ fn read_only_participant_is_not_prepared() {
 fn refuses_to_load_without_preload() {
     let node = dg_tests::Node::start("no_preload", &[]);
     let mut c = node.client("postgres");
-    let err = c
-        .batch_execute("CREATE EXTENSION dg")
-        .expect_err("dg loaded without preload");
-    assert_eq!(
-        dg_tests::sqlstate(&err),
-        Some("55000"),
-        "{}",
-        error_text(&err)
-    );
+    let err = expect_sqlstate(c.batch_execute("CREATE EXTENSION dg"), "55000");
     assert!(
         error_text(&err).contains("shared_preload_libraries"),
         "{}",

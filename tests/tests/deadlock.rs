@@ -7,7 +7,9 @@
 //! file run one at a time.
 
 use dg_tests::postgres::Client;
-use dg_tests::{dist_exec, error_text, expect_sqlstate, scalar, wait_until, Cluster, Db, Node};
+use dg_tests::{
+    coordinate, dist_exec, error_text, expect_sqlstate, scalar, wait_until, Cluster, Db, Node,
+};
 use std::sync::{LazyLock, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -214,23 +216,7 @@ fn two_coordinators_sharing_peers() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let db = rows("dl_coords");
     let other = Node::coordinator("coord2", &[INTERVAL_CONF]);
-    other
-        .client("postgres")
-        .batch_execute("CREATE DATABASE dl_coords")
-        .unwrap();
-    let mut setup = other.client("dl_coords");
-    setup.batch_execute("CREATE EXTENSION dg").unwrap();
-    for (i, peer) in CLUSTER.peers.iter().enumerate().take(2) {
-        setup
-            .batch_execute(&format!(
-                "CREATE SERVER peer{n} FOREIGN DATA WRAPPER dg
-                     OPTIONS (host '127.0.0.1', port '{port}', dbname 'dl_coords');
-                 CREATE USER MAPPING FOR PUBLIC SERVER peer{n} OPTIONS (user 'postgres');",
-                n = i + 1,
-                port = peer.port,
-            ))
-            .unwrap();
-    }
+    coordinate(&other, "dl_coords", &CLUSTER.peers[..2]);
     let before = deadlocks(&mut db.coord());
     let x = holding(&db, "peer1");
     let mut y = other.client("dl_coords");
@@ -250,12 +236,12 @@ fn two_coordinators_sharing_peers() {
         match r {
             Ok(_) => c.batch_execute("COMMIT").unwrap(),
             Err(e) => {
-                assert_eq!(e.code().map(|c| c.code()), Some("40P01"), "{e:?}");
+                assert_eq!(dg_tests::sqlstate(&e), Some("40P01"), "{e:?}");
                 c.batch_execute("ROLLBACK").unwrap();
             }
         }
     }
     assert_eq!((value(&db, 1), value(&db, 2)), (1, 1));
-    let cancelled = deadlocks(&mut db.coord()) - before + deadlocks(&mut setup);
+    let cancelled = deadlocks(&mut db.coord()) - before + deadlocks(&mut other.client("dl_coords"));
     assert_eq!(cancelled, 1);
 }

@@ -77,10 +77,17 @@ fn run(kill: Kill) {
             }
             Kill::Peer => {
                 let peer2 = &cluster.peers[1];
+                let sleeps = cluster.coordinator.log_count("dg: fault Sleep");
                 let ok = std::thread::scope(|s| {
                     let t = s.spawn(|| transfer(&db, &format!("{point}=sleep:1500")));
                     // Kill peer2 while the coordinator sleeps at the point.
-                    std::thread::sleep(Duration::from_millis(700));
+                    assert!(
+                        wait_until(Duration::from_secs(10), || cluster
+                            .coordinator
+                            .log_count("dg: fault Sleep")
+                            > sleeps),
+                        "{point}: the coordinator never reached the point"
+                    );
                     peer2.kill9();
                     t.join().unwrap()
                 });
@@ -91,8 +98,7 @@ fn run(kill: Kill) {
         // No client of the coordinator is open here: the resolver alone
         // finishes what the crash left.
         assert!(
-            wait_until(Duration::from_secs(30), || db.prepared(1) + db.prepared(2)
-                == 0),
+            wait_until(Duration::from_secs(30), || db.prepared_all() == 0),
             "{kill:?} at {point}: prepared transactions left: {:?} {:?}\ncoordinator log:\n{}",
             db.prepared_gids(1),
             db.prepared_gids(2),

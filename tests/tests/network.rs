@@ -76,16 +76,12 @@ fn has_transfer(db: &Db, i: usize, id: i64) -> bool {
     ) == 1
 }
 
-fn no_prepared(db: &Db) -> bool {
-    db.prepared(1) + db.prepared(2) == 0
-}
-
 /// After the network healed: no prepared transaction stays, transfer `id`
 /// is on both peers or neither (both when `acked`), and no money was made
 /// or lost. Returns whether it committed.
 fn check_healed(db: &Db, id: i64, acked: bool, what: &str) -> bool {
     assert!(
-        wait_until(HEALED_WITHIN, || no_prepared(db)),
+        wait_until(HEALED_WITHIN, || db.prepared_all() == 0),
         "{what}: prepared transactions left: {:?} {:?}",
         db.prepared_gids(1),
         db.prepared_gids(2)
@@ -236,7 +232,9 @@ fn black_hole_during_finish_warns_and_the_resolver_finishes() {
     proxies[1].heal();
     assert!(check_healed(&db, 1, true, "black hole at finish"));
     assert!(
-        cluster.coordinator.log().contains("dg resolver: commit"),
+        cluster
+            .coordinator
+            .wait_log("dg resolver: commit", HEALED_WITHIN),
         "the resolver finished it"
     );
 }

@@ -7,7 +7,7 @@
 //! this coordinator database's GID, with or without a decision row.
 
 use dg_tests::postgres::Client;
-use dg_tests::{dist_exec, dist_exec_each, scalar, wait_until, Cluster, Db, Node};
+use dg_tests::{coordinate, dist_exec, dist_exec_each, scalar, wait_until, Cluster, Db, Node};
 use std::time::Duration;
 
 const RESOLVED_WITHIN: Duration = Duration::from_secs(15);
@@ -80,7 +80,7 @@ fn resolves_orphans_with_no_client() {
     orphan(&db, 2, 4, 4);
     enable_resolver(&cluster.coordinator);
     assert!(
-        wait_until(RESOLVED_WITHIN, || db.prepared(1) + db.prepared(2) == 0),
+        wait_until(RESOLVED_WITHIN, || db.prepared_all() == 0),
         "in-doubt transactions left: {:?} {:?}",
         db.prepared_gids(1),
         db.prepared_gids(2)
@@ -95,7 +95,9 @@ fn resolves_orphans_with_no_client() {
         "decision row kept"
     );
     assert!(
-        cluster.coordinator.log().contains("dg resolver: commit"),
+        cluster
+            .coordinator
+            .wait_log("dg resolver: commit", RESOLVED_WITHIN),
         "the resolver logs what it did"
     );
 }
@@ -185,17 +187,8 @@ fn coordinators_and_databases_keep_to_their_own() {
         .unwrap();
     // Coordinator B, database x, on the same peer database.
     let b = Node::coordinator("coord_b", &off);
-    b.client("postgres")
-        .batch_execute("CREATE DATABASE x")
-        .unwrap();
+    coordinate(&b, "x", &cluster.peers[..1]);
     let mut bx = b.client("x");
-    bx.batch_execute(&format!(
-        "CREATE EXTENSION dg;
-         CREATE SERVER peer1 FOREIGN DATA WRAPPER dg OPTIONS (host '127.0.0.1', port '{}', dbname 'x');
-         CREATE USER MAPPING FOR PUBLIC SERVER peer1 OPTIONS (user 'postgres');",
-        cluster.peers[0].port
-    ))
-    .unwrap();
     let mut ax = x.coord();
     let owners: [(&mut Client, i32); 3] = [(&mut ax, 1), (&mut ay, 2), (&mut bx, 3)];
     // Each owner decided to commit its local transaction 3; any other
@@ -252,8 +245,7 @@ fn down_peer_does_not_stop_the_others() {
     );
     assert!(cluster
         .coordinator
-        .log()
-        .contains("skipping node \"peer2\""));
+        .wait_log("skipping node \"peer2\"", RESOLVED_WITHIN));
     cluster.peers[1].start_again();
     assert!(
         wait_until(RESOLVED_WITHIN, || db.prepared(2) == 0),
