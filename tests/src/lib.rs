@@ -26,8 +26,24 @@ pub use postgres;
 
 pub mod proxy;
 
-/// Binaries of the PostgreSQL the extension is installed into.
-pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+/// Binaries of the PostgreSQL the extension is installed into: `DG_PG_BIN`
+/// (which scripts/lib.sh exports), else the bindir of `PG_CONFIG`, else
+/// Debian's PostgreSQL 15.
+pub fn pg_bin() -> &'static str {
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(bin) = std::env::var("DG_PG_BIN") {
+            return bin;
+        }
+        let pg_config = std::env::var("PG_CONFIG")
+            .unwrap_or_else(|_| "/usr/lib/postgresql/15/bin/pg_config".into());
+        let out = Command::new(&pg_config)
+            .arg("--bindir")
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {pg_config}: {e}"));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    })
+}
 
 /// Data directories of nodes that are (or may be) running.
 static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
@@ -68,7 +84,7 @@ fn as_postgres(cwd: &Path, args: &[&str]) -> Output {
 /// Immediate shutdown of the server in `data`, if one runs there.
 fn pg_stop(data: &Path) {
     if data.join("postmaster.pid").exists() {
-        let pg_ctl = format!("{PG_BIN}/pg_ctl");
+        let pg_ctl = format!("{}/pg_ctl", pg_bin());
         let _ = as_postgres(
             Path::new("/"),
             &[
@@ -157,7 +173,7 @@ impl Node {
     pub fn start(name: &str, extra_conf: &[&str]) -> Node {
         let dir = Node::new_dir(name);
         let data_s = dir.join("data").to_str().unwrap().to_string();
-        let initdb = format!("{PG_BIN}/initdb");
+        let initdb = format!("{}/initdb", pg_bin());
         let out = as_postgres(
             &dir,
             &[
@@ -187,7 +203,7 @@ impl Node {
     pub fn standby(&self, name: &str, extra_conf: &[&str]) -> Node {
         let dir = Node::new_dir(name);
         let data_s = dir.join("data").to_str().unwrap().to_string();
-        let basebackup = format!("{PG_BIN}/pg_basebackup");
+        let basebackup = format!("{}/pg_basebackup", pg_bin());
         let port = self.port.to_string();
         let out = as_postgres(
             &dir,
@@ -271,7 +287,7 @@ impl Node {
             conf.extend(extra_conf.iter().map(|s| s.to_string()));
             fs::write(data.join("postgresql.auto.conf"), conf.join("\n") + "\n")
                 .expect("write postgresql.auto.conf");
-            let pg_ctl = format!("{PG_BIN}/pg_ctl");
+            let pg_ctl = format!("{}/pg_ctl", pg_bin());
             let log = dir.join("server.log");
             let out = as_postgres(
                 &dir,
@@ -381,7 +397,7 @@ impl Node {
     /// Starts a server whose postmaster died. Until its old children have
     /// exited, the start is refused, so it is retried.
     pub fn start_again(&self) {
-        let pg_ctl = format!("{PG_BIN}/pg_ctl");
+        let pg_ctl = format!("{}/pg_ctl", pg_bin());
         let data = self.dir.join("data").to_str().unwrap().to_string();
         let log = self.log_path().to_str().unwrap().to_string();
         let started = wait_until(Duration::from_secs(60), || {
