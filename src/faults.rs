@@ -17,6 +17,7 @@ pub enum Point {
     AfterDecision,
     AfterLocalCommit,
     BetweenFinishes,
+    BeforeDecisionRead,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,6 +50,7 @@ pub fn parse(s: &str) -> Option<Fault> {
         "after_decision" => Point::AfterDecision,
         "after_local_commit" => Point::AfterLocalCommit,
         "between_finishes" => Point::BetweenFinishes,
+        "before_decision_read" => Point::BeforeDecisionRead,
         _ => return None,
     };
     let action = match action.split_once(':') {
@@ -65,20 +67,53 @@ pub fn parse(s: &str) -> Option<Fault> {
 mod armed {
     use super::{parse, Action, Fault, Point};
     use crate::error::DgError;
-    use pgrx::{pg_sys, GucContext, GucFlags, GucRegistry, GucSetting};
-    use std::ffi::CString;
+    use pgrx::{pg_guard, pg_sys, GucContext, GucFlags, GucRegistry, GucSetting};
+    use std::ffi::{c_char, c_void, CStr, CString};
 
     static FAULT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
     pub fn init() {
-        GucRegistry::define_string_guc(
-            c"dg.fault",
-            c"Fault to inject in the commit protocol (test builds only).",
-            c"point[:k]=action, e.g. after_prepare:1=crash or after_local_commit=sleep:500.",
-            &FAULT,
-            GucContext::Suset,
-            GucFlags::empty(),
-        );
+        // SAFETY: the check hook is guarded and the setting is static.
+        unsafe {
+            GucRegistry::define_string_guc_with_hooks(
+                c"dg.fault",
+                c"Fault to inject in the commit protocol (test builds only).",
+                c"point[:k]=action, e.g. after_prepare:1=crash or after_local_commit=sleep:500.",
+                &FAULT,
+                GucContext::Suset,
+                GucFlags::empty(),
+                Some(check_fault),
+                None,
+                None,
+            )
+        };
+    }
+
+    /// Refuses a value `parse` cannot read; empty disarms.
+    #[pg_guard]
+    unsafe extern "C-unwind" fn check_fault(
+        newval: *mut *mut c_char,
+        _extra: *mut *mut c_void,
+        _source: pg_sys::GucSource::Type,
+    ) -> bool {
+        // SAFETY: PostgreSQL passes the proposed value: NULL or a C string.
+        let value = unsafe { *newval };
+        if value.is_null() {
+            return true;
+        }
+        // SAFETY: as above, a NUL-terminated string.
+        let value = unsafe { CStr::from_ptr(value) }.to_string_lossy();
+        if value.trim().is_empty() || parse(&value).is_some() {
+            return true;
+        }
+        // SAFETY: PostgreSQL reports the detail after the hook returns;
+        // pstrdup copies it into the current memory context.
+        unsafe {
+            pg_sys::GUC_check_errdetail_string = pg_sys::pstrdup(
+                c"Expected point[:k]=action: a point of the commit protocol or recovery, and error, exit, crash or sleep:ms.".as_ptr(),
+            );
+        }
+        false
     }
 
     pub fn armed() -> Option<Fault> {
@@ -159,6 +194,10 @@ mod tests {
         assert_eq!(
             parse("between_finishes:2=exit").map(|f| (f.point, f.k)),
             Some((Point::BetweenFinishes, 2))
+        );
+        assert_eq!(
+            parse("before_decision_read=sleep:1").map(|f| f.point),
+            Some(Point::BeforeDecisionRead)
         );
         for bad in [
             "",

@@ -9,6 +9,7 @@ pub mod worker;
 
 use crate::catalog;
 use crate::error::{DgError, DgResult};
+use crate::faults::{self, Point};
 use crate::fdw;
 use crate::gid::Gid;
 use crate::remote::cache;
@@ -72,6 +73,9 @@ fn classify(gid: &Gid) -> Action {
     // is current for any transaction recent enough to be running.
     let in_progress =
         unsafe { pg_sys::TransactionIdIsInProgress(pg_sys::TransactionId::from(gid.xid as u32)) };
+    // The window in which the deciding transaction may commit: the crash
+    // tests hold a pass here.
+    faults::hit(Point::BeforeDecisionRead);
     decide(
         in_progress,
         in_progress || catalog::decision_exists(gid.xid),
