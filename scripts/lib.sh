@@ -75,16 +75,28 @@ chmod 755 "$DG_DATA_ROOT"
 # instead and move each file into place by rename: running servers keep the
 # old library, new backends load the new one.
 dg_install_extension() {
+    # Under the data root, not target/: CARGO_TARGET_DIR may put that elsewhere.
+    local out="$DG_DATA_ROOT/package"
+    dg_build_package "$DG_REPO" "$out"
+    dg_install_package "$out"
+}
+
+# dg_build_package SRC OUT: build the dg sources in SRC into a package
+# tree in OUT (the files `make install` would install, under their paths).
+dg_build_package() {
+    local src=$1 out=$2
     local args=(pgrx package --pg-config "$PG_CONFIG")
     [ "${DG_RELEASE:-0}" = 1 ] || args+=(--debug) # package defaults to release
     [ -z "${DG_FEATURES:-}" ] || args+=(--features "$DG_FEATURES")
-    # Under the data root, not target/: CARGO_TARGET_DIR may put that elsewhere.
-    local out="$DG_DATA_ROOT/package"
     rm -rf "$out"
-    say "building dg (${DG_RELEASE:+release }${DG_FEATURES:+features: $DG_FEATURES})"
-    (cd "$DG_REPO" && cargo "${args[@]}" --out-dir "$out" >/dev/null)
+    say "building dg${DG_RELEASE:+ (release)}${DG_FEATURES:+ (features: $DG_FEATURES)} from $src"
+    (cd "$src" && cargo "${args[@]}" --out-dir "$out" >/dev/null)
+}
 
-    local f dest
+# dg_install_package OUT: move a package tree built by dg_build_package
+# into place, each file by rename.
+dg_install_package() {
+    local out=$1 f dest
     while IFS= read -r f; do
         dest="/${f#./}"
         install -D -m 0644 "$out/$f" "$dest.dg-new"

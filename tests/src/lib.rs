@@ -19,7 +19,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, Once};
+use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
 pub use postgres;
@@ -394,6 +394,14 @@ impl Node {
         let _ = Command::new("kill").args(["-9", &pid]).status();
     }
 
+    /// Whether the postmaster named in postmaster.pid still runs.
+    pub fn postmaster_alive(&self) -> bool {
+        fs::read_to_string(self.dir.join("data/postmaster.pid"))
+            .ok()
+            .and_then(|f| f.lines().next().map(|l| l.trim().to_string()))
+            .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
+    }
+
     /// Starts a server whose postmaster died. Until its old children have
     /// exited, the start is refused, so it is retried.
     pub fn start_again(&self) {
@@ -495,6 +503,23 @@ impl Db<'_> {
         self.cluster.coordinator.client(&self.name)
     }
 
+    /// A new session on the coordinator whose notices (WARNINGs) are
+    /// collected.
+    pub fn coord_with_notices(&self) -> (Client, Arc<Mutex<Vec<String>>>) {
+        let notices = Arc::new(Mutex::new(Vec::new()));
+        let n = notices.clone();
+        let client = format!(
+            "host=127.0.0.1 port={} user=postgres dbname={} application_name=dg-tests connect_timeout=10",
+            self.cluster.coordinator.port, self.name
+        )
+        .parse::<postgres::Config>()
+        .expect("connection string")
+        .notice_callback(move |d| n.lock().unwrap().push(d.message().to_string()))
+        .connect(NoTls)
+        .unwrap_or_else(|e| panic!("connect to the coordinator db {}: {e}", self.name));
+        (client, notices)
+    }
+
     /// A new session on peer `i` (1-based, as in the node names).
     pub fn peer(&self, i: usize) -> Client {
         self.cluster.peers[i - 1].client(&self.name)
@@ -572,7 +597,7 @@ impl Db<'_> {
 /// The first column of the first row, as bigint.
 pub fn scalar(c: &mut Client, sql: &str) -> i64 {
     c.query_one(sql, &[])
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .unwrap_or_else(|e| panic!("{sql}: {}", error_text(&e)))
         .get(0)
 }
 
@@ -618,6 +643,16 @@ pub fn expect_sqlstate<T: std::fmt::Debug>(
             e
         }
     }
+}
+
+/// How long the resolver may take to clear what a fault left, counted
+/// from the moment the faults stop (every node up again, every link
+/// healed): the pass that is due within one interval, one more interval
+/// for a pass that was listing just before the node came back, and 1 s to
+/// start a pass worker and connect to the nodes on a busy machine. The
+/// figure README's "No orphans" row states.
+pub fn resolver_bound(interval: Duration) -> Duration {
+    2 * interval + Duration::from_secs(1)
 }
 
 /// Polls `cond` every 50 ms until it holds or `timeout` passes; returns
