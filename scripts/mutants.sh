@@ -29,7 +29,10 @@ root="$DG_DATA_ROOT/mutants"
 scratch="$root/src"
 clean_pkg="$root/clean-package"
 mutant_pkg="$root/mutant-package"
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$DG_REPO/target}
+# A target dir of its own: cargo does not hash a package's path, so a
+# mutant built in the shared one would pass for a fresh build of the real
+# sources afterwards.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$DG_REPO/target}/mutants"
 
 patches=()
 if [ -n "${DG_MUTANTS:-}" ]; then
@@ -39,16 +42,14 @@ else
 fi
 [ ${#patches[@]} -gt 0 ] && [ -f "${patches[0]}" ] || die "no mutants in tests/mutants/"
 
-mkdir -p "$root"
-dg_build_package "$DG_REPO" "$clean_pkg"
-cargo build -q --tests --manifest-path "$DG_REPO/tests/Cargo.toml"
-
-# A copy of the work tree without build output, node data or git metadata.
+# A copy of the work tree without build output, node data or git
+# metadata. Fresh mtimes (-m): cargo judges freshness by them, and the copy
+# of an unchanged file would look older than the last mutant's build.
 copy_repo() {
     rm -rf "$scratch"
     mkdir -p "$scratch"
     tar -C "$DG_REPO" --exclude=./.git --exclude=./.dg --exclude=./target \
-        --exclude=./tests/target -cf - . | tar -C "$scratch" -xf -
+        --exclude=./tests/target -cf - . | tar -C "$scratch" -xmf -
 }
 
 # run_test SPEC: 0 if the test passed, 1 if it failed.
@@ -64,6 +65,13 @@ run_test() {
     fi
 }
 
+mkdir -p "$root"
+# The unmutated build, put back after each mutant; from a copy too, or
+# cargo would take the last mutant's build for it.
+copy_repo
+dg_build_package "$scratch" "$clean_pkg"
+cargo build -q --tests --manifest-path "$DG_REPO/tests/Cargo.toml"
+
 export -f run_test dg_install_package say die
 export root clean_pkg
 
@@ -78,10 +86,17 @@ for patch in "${patches[@]}"; do
     total=$((total + 1))
     say "mutant $name: $what"
     copy_repo
-    if ! (cd "$scratch" && git apply --check "$patch" 2>&1 && git apply "$patch"); then
+    # The scratch copy may lie inside the repo (.dg/): keep git from
+    # finding that repo, where it would skip paths outside the scratch
+    # directory without a word.
+    if ! (cd "$scratch" && GIT_CEILING_DIRECTORIES="$(dirname "$scratch")" git apply "$patch"); then
         die "mutant $name does not apply to the current code: the code it mutates changed; update $patch"
     fi
-    dg_build_package "$scratch" "$mutant_pkg"
+    mapfile -t changed < <(sed -n 's|^+++ b/||p' "$patch")
+    for f in "${changed[@]}"; do
+        ! cmp -s "$DG_REPO/$f" "$scratch/$f" || die "mutant $name left $f unchanged"
+    done
+    dg_build_package "$scratch" "$mutant_pkg" || die "mutant $name does not build"
     started=$SECONDS
     verdict=$(
         flock "$lock" bash -c '
@@ -102,7 +117,7 @@ for patch in "${patches[@]}"; do
     else
         killed=$((killed + 1))
         say "mutant $name $verdict ($((SECONDS - started))s)"
-        grep -m 3 -E "panicked at|^test .* FAILED|not ok" "$root/test.log" | sed 's/^/    /' || true
+        grep -m 1 -A 3 -E "panicked at|^not ok" "$root/test.log" | sed "s/^/    /" || true
     fi
 done
 rm -rf "$scratch"

@@ -61,6 +61,11 @@ struct State {
     next_id: u64,
     /// How many times a trigger fired.
     fired: u64,
+    /// Bytes forwarded so far, both ways.
+    bytes: u64,
+    /// Frontend messages that carried SQL, as (SQL text, `bytes` when the
+    /// message began to pass).
+    trace: Vec<(String, u64)>,
 }
 
 struct Shared {
@@ -123,13 +128,26 @@ impl Shared {
     /// fires (all of them when none is armed), and fires it if reached.
     fn take_bytes(&self, len: usize) -> (usize, bool) {
         let mut st = self.lock();
-        if let Trigger::AfterBytes(left) = st.trigger {
-            if (len as u64) >= left {
-                return (left as usize, true);
+        let (pass, fire) = match st.trigger {
+            Trigger::AfterBytes(left) if (len as u64) >= left => (left as usize, true),
+            Trigger::AfterBytes(left) => {
+                st.trigger = Trigger::AfterBytes(left - len as u64);
+                (len, false)
             }
-            st.trigger = Trigger::AfterBytes(left - len as u64);
+            _ => (len, false),
+        };
+        st.bytes += pass as u64;
+        (pass, fire)
+    }
+
+    /// Notes a frontend message that is about to pass.
+    fn note(&self, msg: &[u8]) {
+        if let Some(sql) = sql_text(msg) {
+            let mut st = self.lock();
+            let at = st.bytes;
+            st.trace
+                .push((String::from_utf8_lossy(sql).into_owned(), at));
         }
-        (len, false)
     }
 
     /// Whether the armed message trigger matches `msg`: Some(deliver).
@@ -201,6 +219,8 @@ impl Proxy {
                 conns: HashMap::new(),
                 next_id: 0,
                 fired: 0,
+                bytes: 0,
+                trace: Vec::new(),
             }),
             changed: Condvar::new(),
             closing: AtomicBool::new(false),
@@ -252,6 +272,22 @@ impl Proxy {
     /// How many triggers fired so far.
     pub fn fired(&self) -> u64 {
         self.shared.lock().fired
+    }
+
+    /// Bytes forwarded so far, both ways.
+    pub fn bytes(&self) -> u64 {
+        self.shared.lock().bytes
+    }
+
+    /// Where the first message whose SQL starts with `prefix` began to pass
+    /// after byte `since`, counted from `since`.
+    pub fn sent_at(&self, prefix: &str, since: u64) -> Option<u64> {
+        self.shared
+            .lock()
+            .trace
+            .iter()
+            .find(|(sql, at)| *at >= since && sql.starts_with(prefix))
+            .map(|(_, at)| at - since)
     }
 }
 
@@ -316,7 +352,7 @@ fn pump(sh: &Shared, epoch: u64, mut from: TcpStream, mut to: TcpStream, fronten
             ready.push(std::mem::take(&mut buf));
         }
         for msg in ready {
-            if !forward(sh, epoch, &mut to, &msg) {
+            if !forward(sh, epoch, &mut to, &msg, frontend) {
                 let _ = from.shutdown(Shutdown::Both);
                 let _ = to.shutdown(Shutdown::Both);
                 return;
@@ -329,14 +365,17 @@ fn pump(sh: &Shared, epoch: u64, mut from: TcpStream, mut to: TcpStream, fronten
 }
 
 /// Forwards one message (or chunk) if the link allows; false when the
-/// connection must end.
-fn forward(sh: &Shared, epoch: u64, to: &mut TcpStream, msg: &[u8]) -> bool {
+/// connection must end. `frontend`: a whole client → server message.
+fn forward(sh: &Shared, epoch: u64, to: &mut TcpStream, msg: &[u8], frontend: bool) -> bool {
     let delay = match sh.gate(epoch) {
         Gate::Die => return false,
         Gate::Forward(d) => d,
     };
     if let Some(d) = delay {
         thread::sleep(d);
+    }
+    if frontend {
+        sh.note(msg);
     }
     if let Some(deliver) = sh.matches(msg) {
         if deliver && to.write_all(msg).is_err() {
@@ -345,7 +384,7 @@ fn forward(sh: &Shared, epoch: u64, to: &mut TcpStream, msg: &[u8]) -> bool {
         sh.fire();
         // Not delivered: dropped if the link is now down, held if it is
         // black-holed (and sent once it heals).
-        return deliver || forward(sh, epoch, to, msg);
+        return deliver || forward(sh, epoch, to, msg, false);
     }
     let (pass, fire) = sh.take_bytes(msg.len());
     if to.write_all(&msg[..pass]).is_err() {
@@ -353,7 +392,7 @@ fn forward(sh: &Shared, epoch: u64, to: &mut TcpStream, msg: &[u8]) -> bool {
     }
     if fire {
         sh.fire();
-        return forward(sh, epoch, to, &msg[pass..]);
+        return forward(sh, epoch, to, &msg[pass..], false);
     }
     true
 }

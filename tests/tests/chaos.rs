@@ -13,7 +13,7 @@
 
 use dg_tests::postgres::{Client, NoTls};
 use dg_tests::proxy::{Mode, Proxy};
-use dg_tests::{dist_exec, scalar, wait_until, Cluster, Db};
+use dg_tests::{dist_exec, resolver_bound, scalar, wait_until, Cluster, Db};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -24,10 +24,15 @@ const ACCOUNTS: i32 = 8;
 const START_BALANCE: i64 = 1000;
 const CLIENTS: u64 = 4;
 const RESOLVER_INTERVAL_MS: u64 = 500;
+/// dg's connect and remote statement timeouts here.
+const TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How long after the faults stop the last prepared transaction may stay:
-/// one resolver interval, plus a pass that was waiting on a link when it
-/// healed (connect and statement timeouts of 2 s each), plus slack.
-const ORPHANS_GONE_WITHIN: Duration = Duration::from_secs(10);
+/// the resolver's bound, plus a pass that was waiting on a link when it
+/// healed (each of its waits is bounded by the timeout).
+fn orphans_gone_within() -> Duration {
+    resolver_bound(Duration::from_millis(RESOLVER_INTERVAL_MS)) + TIMEOUT
+}
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -68,7 +73,8 @@ struct Attempt {
 const MOVE: &str = "WITH m AS (UPDATE accounts SET balance = balance + $2 WHERE id = $3)
                     INSERT INTO transfers VALUES ($1, $2)";
 
-/// A transfer between two peers. Peers are always written in index order,
+/// A transfer between two peers, with its id in the coordinator's ledger
+/// in the same block. Peers are always written in index order,
 /// so concurrent transfers take their locks in one global order and
 /// cannot deadlock across nodes.
 fn transfer(c: &mut Client, rng: &mut Rng, id: i64) -> Attempt {
@@ -83,6 +89,7 @@ fn transfer(c: &mut Client, rng: &mut Rng, id: i64) -> Attempt {
     );
     let ids = id.to_string();
     let ok = c.batch_execute("BEGIN").is_ok()
+        && c.execute("INSERT INTO ledger VALUES ($1)", &[&id]).is_ok()
         && dist_exec(
             c,
             &format!("peer{a}"),
@@ -268,6 +275,9 @@ fn chaos_bank() {
          INSERT INTO accounts SELECT g, {START_BALANCE} FROM generate_series(1, {ACCOUNTS}) g;
          CREATE TABLE transfers (id bigint PRIMARY KEY, amount bigint NOT NULL);"
     ));
+    db.coord()
+        .batch_execute("CREATE TABLE ledger (id bigint PRIMARY KEY)")
+        .unwrap();
     let proxies: Vec<Proxy> = (1..=PEERS).map(|i| Proxy::for_peer(&db, i)).collect();
 
     let stop = AtomicBool::new(false);
@@ -300,14 +310,15 @@ fn chaos_bank() {
 
     // The faults have stopped: every link is healed and every node is up.
     let quiet = Instant::now();
-    let cleared = wait_until(ORPHANS_GONE_WITHIN, || db.prepared_all() == 0);
+    let cleared = wait_until(orphans_gone_within(), || db.prepared_all() == 0);
     let cleared_in = quiet.elapsed();
 
     let mut violations = Vec::new();
     if !cleared {
         violations.push(format!(
-            "{} prepared transactions left {ORPHANS_GONE_WITHIN:?} after the faults stopped",
-            db.prepared_all()
+            "{} prepared transactions left {:?} after the faults stopped",
+            db.prepared_all(),
+            orphans_gone_within()
         ));
     }
     let ledgers: Vec<_> = (1..=PEERS).map(|i| ledger(&db, i)).collect();
@@ -327,10 +338,18 @@ fn chaos_bank() {
     }
     let attempts = log.into_inner().unwrap();
     let acked = attempts.iter().filter(|a| a.acked).count();
+    let local: HashSet<i64> = db
+        .coord()
+        .query("SELECT id FROM ledger", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     let mut committed = 0;
     for a in &attempts {
         let on_a = ledgers[a.peers.0 - 1].0.contains(&a.id);
         let on_b = ledgers[a.peers.1 - 1].0.contains(&a.id);
+        let on_coordinator = local.contains(&a.id);
         committed += usize::from(on_a && on_b);
         if on_a != on_b {
             violations.push(format!(
@@ -338,9 +357,23 @@ fn chaos_bank() {
                 a.id,
                 if on_a { a.peers.0 } else { a.peers.1 }
             ));
+        } else if on_coordinator != on_a {
+            violations.push(format!(
+                "transfer {}: the coordinator's ledger says {on_coordinator}, the peers {on_a}",
+                a.id
+            ));
         } else if a.acked && !on_a {
             violations.push(format!("acknowledged transfer {} was lost", a.id));
         }
+    }
+    // The link faults reached DTs: every proxy's triggers fired, and
+    // transfers failed.
+    let fired: Vec<u64> = proxies.iter().map(|p| p.fired()).collect();
+    if fired.contains(&0) {
+        violations.push(format!("a link's cuts never fired: {fired:?}"));
+    }
+    if acked == attempts.len() {
+        violations.push("no transfer failed: the faults touched no DT".into());
     }
 
     println!(
@@ -355,6 +388,10 @@ fn chaos_bank() {
     println!(
         "chaos: prepared transactions gone {:.1}s after the faults stopped (resolver interval {RESOLVER_INTERVAL_MS} ms)",
         cleared_in.as_secs_f64()
+    );
+    println!(
+        "chaos: link cuts fired per peer {fired:?}, ledger rows on the coordinator {}",
+        local.len()
     );
     println!("chaos: invariant violations {}", violations.len());
     for v in violations.iter().take(20) {

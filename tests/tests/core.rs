@@ -242,6 +242,61 @@ fn local_and_remote_commit_or_abort_together() {
     assert_eq!(dist_state(&mut c), "none");
 }
 
+/// A local failure after the peers prepared rolls them back at once: the
+/// resolver is off here, so only the DT's own abort can have done it.
+#[test]
+fn local_error_after_the_prepare_phase_leaves_nothing_on_the_peers() {
+    let db = CLUSTER.db("late_local_error");
+    db.on_peers("CREATE TABLE t (id int)");
+    let mut c = db.coord();
+    c.batch_execute("CREATE TABLE lt (k int, v int); INSERT INTO lt VALUES (1, 0), (2, 0)")
+        .unwrap();
+    let on_peers = |id: i32| -> (i64, i64) {
+        let q = format!("SELECT count(*) FROM t WHERE id = {id}");
+        (scalar(&mut db.peer(1), &q), scalar(&mut db.peer(2), &q))
+    };
+
+    // A statement failing after dist_commit() in a block. One writer
+    // suffices: the block may still write locally, so it is prepared.
+    c.batch_execute("BEGIN").unwrap();
+    dist_exec(&mut c, "peer1", "INSERT INTO t VALUES (1)", &[]).unwrap();
+    c.batch_execute("SELECT dg.dist_commit()").unwrap();
+    assert_eq!(db.prepared(1), 1, "dist_commit() did not prepare peer1");
+    expect_sqlstate(c.batch_execute("SELECT 1 / 0"), "22012");
+    c.batch_execute("ROLLBACK").unwrap();
+    assert_eq!(on_peers(1), (0, 0), "(peer1, peer2) after the failed block");
+    assert_peers_clean(&db);
+
+    // A serialization failure at COMMIT, after the prepare phase: a and b
+    // each read what the other writes; a commits first, so b's commit
+    // fails.
+    let mut a = db.coord();
+    let mut b = db.coord();
+    for (s, k) in [(&mut a, 1), (&mut b, 2)] {
+        s.batch_execute(&format!(
+            "BEGIN ISOLATION LEVEL SERIALIZABLE; SELECT sum(v) FROM lt WHERE k = {k}"
+        ))
+        .unwrap();
+    }
+    a.batch_execute("INSERT INTO lt VALUES (2, 1)").unwrap();
+    b.batch_execute("INSERT INTO lt VALUES (1, 1)").unwrap();
+    dist_exec_each(&mut b, &["peer1", "peer2"], "INSERT INTO t VALUES (2)");
+    a.batch_execute("COMMIT").unwrap();
+    let e = expect_sqlstate(b.batch_execute("COMMIT"), "40001");
+    eprintln!("b's COMMIT: {}", error_text(&e));
+    assert_eq!(
+        on_peers(2),
+        (0, 0),
+        "(peer1, peer2) after the failed COMMIT"
+    );
+    assert_eq!(
+        scalar(&mut c, "SELECT count(*) FROM lt WHERE (k, v) = (1, 1)"),
+        0,
+        "b's local row committed"
+    );
+    assert_peers_clean(&db);
+}
+
 #[test]
 fn statement_timeout_cancels_remote() {
     let db = CLUSTER.db("stmt_timeout");

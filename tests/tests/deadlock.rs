@@ -129,6 +129,29 @@ fn three_node_cycle() {
     assert_eq!((value(&db, 1), value(&db, 2), value(&db, 3)), (1, 2, 1));
 }
 
+/// B, the younger DT, waits first and A, the older, closes the cycle: the
+/// victim is still the youngest, not the DT whose wait closed the cycle.
+#[test]
+fn youngest_dt_is_the_victim_though_not_the_last_to_wait() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let db = rows("dl_order");
+    let before = deadlocks(&mut db.coord());
+    let a = holding(&db, "peer1");
+    let b = holding(&db, "peer2");
+    let b = bump_later(b, "peer1");
+    assert!(wait_until(Duration::from_secs(10), || lock_waiters(&db, 1) == 1));
+    let since = Instant::now();
+    let a = bump_later(a, "peer2");
+    let (mut b, r) = b.join().unwrap();
+    assert_victim(r, since, &["\"peer1\"", "\"peer2\""]);
+    b.batch_execute("ROLLBACK").unwrap();
+    let (mut a, r) = a.join().unwrap();
+    assert_eq!(r.unwrap(), 1);
+    a.batch_execute("COMMIT").unwrap();
+    assert_eq!((value(&db, 1), value(&db, 2)), (1, 1));
+    assert_eq!(deadlocks(&mut db.coord()), before + 1);
+}
+
 /// A holds a local row and waits on peer1 for B; B, the younger, waits on
 /// the coordinator for A's local row: its local lock wait is cancelled
 /// and reported as the deadlock.

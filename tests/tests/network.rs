@@ -4,22 +4,36 @@
 //! hole (a link that accepts and never answers) makes a DT fail, or its
 //! COMMIT return, within dg's timeouts instead of hanging.
 
-use dg_tests::postgres::{Client, Config, NoTls};
+use dg_tests::postgres::Client;
 use dg_tests::proxy::{Mode, Proxy};
-use dg_tests::{dist_exec, error_text, scalar, wait_until, Cluster, Db};
+use dg_tests::{dist_exec, error_text, resolver_bound, scalar, wait_until, Cluster, Db};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const HEALED_WITHIN: Duration = Duration::from_secs(20);
-/// What each test session sets `dg.remote_statement_timeout` to.
-const REMOTE_TIMEOUT_MS: u64 = 1000;
-/// Longest a failing or finishing COMMIT may take behind a black hole:
-/// one remote wait to fail, one for the cleanup, and slack for a busy box.
-const PROMPT: Duration = Duration::from_secs(8);
+const INTERVAL: Duration = Duration::from_millis(200);
+/// What each test session sets `dg.remote_statement_timeout` and
+/// `dg.connect_timeout` to.
+const TIMEOUT: Duration = Duration::from_secs(1);
+/// Slack for a busy machine on top of each bound dg sets itself.
+const SLACK: Duration = Duration::from_secs(1);
+/// Longest a wait on one silent peer may take: the error path (the client
+/// has the error or the result) and the cleanup path (the session is
+/// ready again) each.
+const ONE_WAIT: Duration = TIMEOUT.saturating_add(SLACK);
+/// Both paths together: README's "about 2 × the timeout plus 1 s".
+const BOTH_WAITS: Duration = TIMEOUT.saturating_mul(2).saturating_add(SLACK);
 
 fn cluster() -> Cluster {
     Cluster::start_with(2, &["dg.resolver_interval = '200ms'"])
+}
+
+/// Counted from the moment the link healed.
+fn healed_within() -> Duration {
+    // A pass that began while the link was down may first wait out a
+    // connect or statement timeout of its own (the resolver's waits are
+    // bounded by the cleanup deadline).
+    resolver_bound(INTERVAL) + TIMEOUT
 }
 
 /// Both peers hold account 1 with 1000 and a ledger of transfer ids; both
@@ -38,20 +52,12 @@ fn setup<'a>(cluster: &'a Cluster, name: &str) -> (Db<'a>, [Proxy; 2]) {
 /// A coordinator session whose WARNINGs are collected, with short remote
 /// timeouts.
 fn session(db: &Db) -> (Client, Arc<Mutex<Vec<String>>>) {
-    let warnings = Arc::new(Mutex::new(Vec::new()));
-    let w = warnings.clone();
-    let mut client = format!(
-        "host=127.0.0.1 port={} user=postgres dbname={} application_name=dg-tests",
-        db.cluster.coordinator.port, db.name
-    )
-    .parse::<Config>()
-    .unwrap()
-    .notice_callback(move |n| w.lock().unwrap().push(n.message().to_string()))
-    .connect(NoTls)
-    .expect("connect to the coordinator");
+    let (mut client, warnings) = db.coord_with_notices();
     client
         .batch_execute(&format!(
-            "SET dg.remote_statement_timeout = {REMOTE_TIMEOUT_MS}; SET dg.connect_timeout = 1"
+            "SET dg.remote_statement_timeout = {}; SET dg.connect_timeout = {}",
+            TIMEOUT.as_millis(),
+            TIMEOUT.as_secs()
         ))
         .unwrap();
     (client, warnings)
@@ -81,7 +87,7 @@ fn has_transfer(db: &Db, i: usize, id: i64) -> bool {
 /// or lost. Returns whether it committed.
 fn check_healed(db: &Db, id: i64, acked: bool, what: &str) -> bool {
     assert!(
-        wait_until(HEALED_WITHIN, || db.prepared_all() == 0),
+        wait_until(healed_within(), || db.prepared_all() == 0),
         "{what}: prepared transactions left: {:?} {:?}",
         db.prepared_gids(1),
         db.prepared_gids(2)
@@ -128,20 +134,106 @@ fn cut_at_each_message_is_all_or_nothing() {
     }
 }
 
+/// Waits until nothing of earlier transfers can still cross the links: no
+/// other session in this database on the coordinator, no dg session on
+/// the peers.
+fn wait_quiet(db: &Db) {
+    let mut coord = db.coord();
+    let quiet = wait_until(Duration::from_secs(10), || {
+        scalar(
+            &mut coord,
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE datname = current_database() AND pid <> pg_backend_pid()
+                AND backend_type = 'client backend'",
+        ) == 0
+            && (1..=2).all(|i| {
+                scalar(
+                    &mut db.peer(i),
+                    "SELECT count(*) FROM pg_stat_activity
+                      WHERE datname = current_database() AND application_name LIKE 'dg:%'",
+                ) == 0
+            })
+    });
+    assert!(quiet, "sessions of earlier transfers linger");
+}
+
+/// One pass of recovery by hand (the resolver is off), from a session that
+/// is gone before the next cut.
+fn recover(db: &Db) {
+    db.coord()
+        .batch_execute("SELECT count(*) FROM dg.recover()")
+        .unwrap();
+    wait_quiet(db);
+}
+
+/// Cuts each link after n bytes of a transfer, for n across the bytes a
+/// transfer sends over that link (measured first). Each cut fires inside
+/// the transfer, and COMMIT succeeds exactly when the coordinator had
+/// begun to send that link its COMMIT PREPARED before the cut (it had
+/// decided); otherwise the transfer fails and is rolled back everywhere.
+/// The resolver and the deadlock detector are off, so only the
+/// transfer's own traffic crosses the links.
 #[test]
 fn cut_after_any_byte_count_is_all_or_nothing() {
-    let cluster = cluster();
+    let cluster = Cluster::start_with(
+        2,
+        &[
+            "dg.resolver_enabled = off",
+            "dg.deadlock_check_interval = 0",
+        ],
+    );
     let (db, proxies) = setup(&cluster, "cut_bytes");
-    let mut id = 0;
-    for n in (0..4000).step_by(97) {
-        for (link, proxy) in proxies.iter().enumerate() {
+    // Transfer ids of one width, so every transfer sends as many bytes.
+    let mut id = 1000;
+    wait_quiet(&db);
+    let before = [proxies[0].bytes(), proxies[1].bytes()];
+    transfer(&mut session(&db).0, id).expect("a transfer without faults");
+    wait_quiet(&db);
+    assert!(check_healed(&db, id, true, "no cut"));
+    for (link, proxy) in proxies.iter().enumerate() {
+        let total = proxy.bytes() - before[link];
+        let decided_at = proxy
+            .sent_at("COMMIT PREPARED", before[link])
+            .expect("COMMIT PREPARED went over the link");
+        eprintln!(
+            "peer{}: {total} bytes, COMMIT PREPARED at {decided_at}",
+            link + 1
+        );
+        let mut cuts: Vec<u64> = (0..24).map(|k| k * total / 24).collect();
+        cuts.extend([decided_at - 1, decided_at, decided_at + 1, total - 1]);
+        let mut outcomes = [0, 0];
+        for n in cuts {
             id += 1;
-            let what = format!("peer{} cut after {n} bytes", link + 1);
+            let what = format!("peer{} cut after {n} of {total} bytes", link + 1);
+            wait_quiet(&db);
+            let base = proxy.bytes();
+            let fired = proxy.fired();
             proxy.after_bytes(n, Mode::Down);
             let acked = transfer(&mut session(&db).0, id).is_ok();
+            assert_eq!(proxy.fired(), fired + 1, "{what}: the cut did not fire");
             proxy.heal();
-            check_healed(&db, id, acked, &what);
+            let decided = proxy
+                .sent_at("COMMIT PREPARED", base)
+                .is_some_and(|at| at <= n);
+            assert_eq!(acked, decided, "{what}: COMMIT result");
+            // Message lengths vary by a byte or two (xid and pid digits).
+            if n + 8 < decided_at || n > decided_at + 8 {
+                assert_eq!(acked, n >= decided_at, "{what}: against the measured bytes");
+            }
+            wait_quiet(&db);
+            recover(&db);
+            assert_eq!(
+                check_healed(&db, id, acked, &what),
+                acked,
+                "{what}: outcome"
+            );
+            outcomes[usize::from(acked)] += 1;
         }
+        assert!(
+            outcomes[0] > 0 && outcomes[1] > 0,
+            "peer{}: cuts on one side of the decision only: {outcomes:?}",
+            link + 1
+        );
     }
 }
 
@@ -155,6 +247,23 @@ fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'st
     rx.recv_timeout(limit).ok()
 }
 
+/// Runs `stmt` on `c` behind a silent peer, then `SELECT 1`; returns the
+/// result of `stmt` (its error as "SQLSTATE: text"), how long the client waited for
+/// it (the error path) and how long the session then took to answer again
+/// (the cleanup the backend did after answering). None if either hangs.
+fn timed(mut c: Client, stmt: &'static str) -> Option<(Result<(), String>, Duration, Duration)> {
+    within(BOTH_WAITS * 3, move || {
+        let started = Instant::now();
+        let r = c.batch_execute(stmt).map_err(|e| {
+            let code = e.code().map_or("no SQLSTATE", |c| c.code());
+            format!("{code}: {}", error_text(&e))
+        });
+        let answered = started.elapsed();
+        c.batch_execute("SELECT 1").expect("the session is usable");
+        (r, answered, started.elapsed() - answered)
+    })
+}
+
 #[test]
 fn black_hole_during_prepare_fails_within_the_timeouts() {
     let cluster = cluster();
@@ -165,16 +274,19 @@ fn black_hole_during_prepare_fails_within_the_timeouts() {
     dist_exec(&mut c, "peer2", MOVE, &["1", "10"]).unwrap();
     // PREPARE goes into the hole, so does the cancel request that follows.
     proxies[1].set(Mode::BlackHole);
-    let started = Instant::now();
-    let commit = within(PROMPT * 3, move || {
-        c.batch_execute("COMMIT").map_err(|e| error_text(&e))
-    });
-    let took = started.elapsed();
+    let timed = timed(c, "COMMIT");
     proxies[1].heal();
-    let commit = commit.expect("COMMIT hangs behind a black hole");
+    let (commit, error_path, cleanup) = timed.expect("COMMIT hangs behind a black hole");
     let err = commit.expect_err("COMMIT succeeded with a peer unreachable");
     assert!(err.contains("peer2"), "the error names the node: {err}");
-    assert!(took < PROMPT, "COMMIT took {took:?}");
+    eprintln!("black hole at prepare: error after {error_path:?}, cleanup {cleanup:?}");
+    assert!(
+        error_path >= TIMEOUT,
+        "failed before the timeout: {error_path:?}"
+    );
+    assert!(error_path < ONE_WAIT, "the error took {error_path:?}");
+    assert!(cleanup < ONE_WAIT, "the cleanup took {cleanup:?}");
+    assert!(error_path + cleanup < BOTH_WAITS);
     assert!(!check_healed(&db, 1, false, "black hole at prepare"));
 }
 
@@ -183,19 +295,19 @@ fn black_hole_on_connect_fails_within_connect_timeout() {
     let cluster = cluster();
     let (db, proxies) = setup(&cluster, "hole_connect");
     proxies[1].set(Mode::BlackHole);
-    let (mut c, _) = session(&db);
-    let started = Instant::now();
-    let r = within(PROMPT * 3, move || {
-        dist_exec(&mut c, "peer2", MOVE, &["1", "10"]).map_err(|e| e.code().cloned())
-    });
-    let took = started.elapsed();
+    let (c, _) = session(&db);
+    let timed = timed(c, "SELECT dg.dist_exec('peer2', 'SELECT 1')");
     proxies[1].heal();
-    let code = r
-        .expect("connecting hangs behind a black hole")
-        .unwrap_err();
+    let (r, error_path, cleanup) = timed.expect("connecting hangs behind a black hole");
     // Unreachable, like any peer that does not answer (class 08).
-    assert_eq!(code.map(|c| c.code().to_string()).as_deref(), Some("08001"));
-    assert!(took < PROMPT, "connecting took {took:?}");
+    let err = r.unwrap_err();
+    assert!(
+        err.starts_with("08001") && err.contains("dg.connect_timeout"),
+        "{err}"
+    );
+    eprintln!("black hole at connect: error after {error_path:?}, cleanup {cleanup:?}");
+    assert!(error_path < ONE_WAIT, "connecting took {error_path:?}");
+    assert!(cleanup < ONE_WAIT, "the cleanup took {cleanup:?}");
     assert!(!check_healed(&db, 1, false, "black hole at connect"));
 }
 
@@ -205,14 +317,23 @@ fn black_hole_during_finish_warns_and_the_resolver_finishes() {
     let (db, proxies) = setup(&cluster, "hole_finish");
     let (mut c, warnings) = session(&db);
     proxies[1].at_message("COMMIT PREPARED", false, Mode::BlackHole);
-    let started = Instant::now();
-    let commit = within(PROMPT * 3, move || {
-        transfer(&mut c, 1).map_err(|e| e.to_string())
+    let commit = within(BOTH_WAITS * 3, move || {
+        c.batch_execute("BEGIN")?;
+        dist_exec(&mut c, "peer1", MOVE, &["1", "-10"])?;
+        dist_exec(&mut c, "peer2", MOVE, &["1", "10"])?;
+        // The finish is the cleanup path: COMMIT answers after it.
+        let started = Instant::now();
+        c.batch_execute("COMMIT").map(|()| started.elapsed())
     });
-    let took = started.elapsed();
-    let commit = commit.expect("COMMIT hangs behind a black hole");
-    assert_eq!(commit, Ok(()), "COMMIT after the decision succeeds");
-    assert!(took < PROMPT, "COMMIT took {took:?}");
+    let took = commit
+        .expect("COMMIT hangs behind a black hole")
+        .expect("COMMIT after the decision succeeds");
+    eprintln!("black hole at finish: COMMIT took {took:?}");
+    assert!(
+        took >= TIMEOUT,
+        "COMMIT did not wait for the peer: {took:?}"
+    );
+    assert!(took < ONE_WAIT, "COMMIT took {took:?}");
     let warned = warnings.lock().unwrap().clone();
     assert!(
         warned
@@ -234,7 +355,7 @@ fn black_hole_during_finish_warns_and_the_resolver_finishes() {
     assert!(
         cluster
             .coordinator
-            .wait_log("dg resolver: commit", HEALED_WITHIN),
+            .wait_log("dg resolver: commit", healed_within()),
         "the resolver finished it"
     );
 }

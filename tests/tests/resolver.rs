@@ -7,10 +7,15 @@
 //! this coordinator database's GID, with or without a decision row.
 
 use dg_tests::postgres::Client;
-use dg_tests::{coordinate, dist_exec, dist_exec_each, scalar, wait_until, Cluster, Db, Node};
+use dg_tests::{coordinate, dist_exec_each, resolver_bound, scalar, wait_until, Cluster, Db, Node};
 use std::time::Duration;
 
-const RESOLVED_WITHIN: Duration = Duration::from_secs(15);
+const INTERVAL_CONF: &str = "dg.resolver_interval = '200ms'";
+
+/// Counted from the moment the resolver is enabled or its node is back.
+fn resolved_within() -> Duration {
+    resolver_bound(Duration::from_millis(200))
+}
 
 /// Prepares `INSERT INTO t VALUES (id)` on peer `i` under the GID that
 /// local transaction `xid` of this coordinator database would use.
@@ -20,14 +25,20 @@ fn orphan(db: &Db, i: usize, xid: i64, id: i32) {
 }
 
 /// The GID local transaction `xid` of `coordinator`'s database would use
-/// on `node`.
+/// on `node` with the PUBLIC user mapping.
 fn gid_of(coordinator: &mut Client, node: &str, xid: i64) -> String {
+    gid_for(coordinator, node, "public", xid)
+}
+
+/// The same with the mapping of role `user`.
+fn gid_for(coordinator: &mut Client, node: &str, user: &str, xid: i64) -> String {
     coordinator
         .query_one(
             "SELECT format('dg_%s_%s_%s_%s', (SELECT id FROM dg.coordinator),
                     (SELECT oid FROM pg_database WHERE datname = current_database()),
-                    $1::bigint, (SELECT umid FROM pg_user_mappings WHERE srvname = $2))",
-            &[&xid, &node],
+                    $1::bigint,
+                    (SELECT umid FROM pg_user_mappings WHERE srvname = $2 AND usename = $3))",
+            &[&xid, &node, &user],
         )
         .unwrap()
         .get(0)
@@ -63,13 +74,7 @@ fn decisions(db: &Db) -> i64 {
 
 #[test]
 fn resolves_orphans_with_no_client() {
-    let cluster = Cluster::start_with(
-        2,
-        &[
-            "dg.resolver_interval = '200ms'",
-            "dg.resolver_enabled = off",
-        ],
-    );
+    let cluster = Cluster::start_with(2, &[INTERVAL_CONF, "dg.resolver_enabled = off"]);
     let db = cluster.db("orphans");
     db.on_peers("CREATE TABLE t (id int)");
     // Local transaction 4 decided to commit; 3 left no decision.
@@ -80,7 +85,7 @@ fn resolves_orphans_with_no_client() {
     orphan(&db, 2, 4, 4);
     enable_resolver(&cluster.coordinator);
     assert!(
-        wait_until(RESOLVED_WITHIN, || db.prepared_all() == 0),
+        wait_until(resolved_within(), || db.prepared_all() == 0),
         "in-doubt transactions left: {:?} {:?}",
         db.prepared_gids(1),
         db.prepared_gids(2)
@@ -91,26 +96,20 @@ fn resolves_orphans_with_no_client() {
         "3 rolled back, 4 committed"
     );
     assert!(
-        wait_until(RESOLVED_WITHIN, || decisions(&db) == 0),
+        wait_until(resolved_within(), || decisions(&db) == 0),
         "decision row kept"
     );
     assert!(
         cluster
             .coordinator
-            .wait_log("dg resolver: commit", RESOLVED_WITHIN),
+            .wait_log("dg resolver: commit", resolved_within()),
         "the resolver logs what it did"
     );
 }
 
 #[test]
 fn resolves_after_coordinator_crash() {
-    let cluster = Cluster::start_with(
-        1,
-        &[
-            "dg.resolver_interval = '200ms'",
-            "dg.resolver_enabled = off",
-        ],
-    );
+    let cluster = Cluster::start_with(1, &[INTERVAL_CONF, "dg.resolver_enabled = off"]);
     let db = cluster.db("crash");
     db.on_peers("CREATE TABLE t (id int)");
     db.coord()
@@ -125,7 +124,7 @@ fn resolves_after_coordinator_crash() {
     assert_eq!(db.prepared(1), 2);
     cluster.coordinator.crash_and_restart();
     assert!(
-        wait_until(RESOLVED_WITHIN, || db.prepared(1) == 0),
+        wait_until(resolved_within(), || db.prepared(1) == 0),
         "in-doubt transactions left after restart: {:?}",
         db.prepared_gids(1)
     );
@@ -134,7 +133,7 @@ fn resolves_after_coordinator_crash() {
 
 #[test]
 fn decision_table_empties_under_load() {
-    let cluster = Cluster::start_with(2, &["dg.resolver_interval = '200ms'"]);
+    let cluster = Cluster::start_with(2, &[INTERVAL_CONF]);
     let db = cluster.db("load");
     db.on_peers("CREATE TABLE t (id int)");
     let mut c = db.coord();
@@ -149,7 +148,7 @@ fn decision_table_empties_under_load() {
     }
     assert_eq!(rows(&db, 1, 9_999) + rows(&db, 2, 9_999), 2);
     assert!(
-        wait_until(RESOLVED_WITHIN, || decisions(&db) == 0),
+        wait_until(resolved_within(), || decisions(&db) == 0),
         "{} decision rows left",
         decisions(&db)
     );
@@ -158,7 +157,7 @@ fn decision_table_empties_under_load() {
     // rows take.
     let mut c = db.coord();
     assert!(
-        wait_until(RESOLVED_WITHIN, || scalar(
+        wait_until(resolved_within(), || scalar(
             &mut c,
             "SELECT vacuum_count FROM pg_stat_all_tables WHERE relid = 'dg.decisions'::regclass"
         ) > 0),
@@ -171,12 +170,16 @@ fn decision_table_empties_under_load() {
     assert!(pages < 40, "dg.decisions grew to {pages} pages");
 }
 
+/// Three owners share one peer database: coordinator A's databases x and
+/// y, and coordinator B's database x. Each owner's transaction has a
+/// different xid, and the decisions are laid out so that any resolver
+/// finishing another owner's transaction gets it wrong: A/x decided 3
+/// (its own) and 4; A/y decided nothing, so its 4 rolls back; B/x decided
+/// 4 and 5 (its own). The resolvers are let loose one owner at a time, so
+/// a trespass cannot hide behind the owner winning the race.
 #[test]
 fn coordinators_and_databases_keep_to_their_own() {
-    let off = [
-        "dg.resolver_interval = '200ms'",
-        "dg.resolver_enabled = off",
-    ];
+    let off = [INTERVAL_CONF, "dg.resolver_enabled = off"];
     let cluster = Cluster::start_with(1, &off);
     let x = cluster.db("x");
     let y = cluster.db("y");
@@ -190,24 +193,56 @@ fn coordinators_and_databases_keep_to_their_own() {
     coordinate(&b, "x", &cluster.peers[..1]);
     let mut bx = b.client("x");
     let mut ax = x.coord();
-    let owners: [(&mut Client, i32); 3] = [(&mut ax, 1), (&mut ay, 2), (&mut bx, 3)];
-    // Each owner decided to commit its local transaction 3; any other
-    // resolver, finding no decision of its own, would roll it back.
+    let owners: [(&mut Client, i64, &[i64]); 3] = [
+        (&mut ax, 3, &[3, 4]),
+        (&mut ay, 4, &[]),
+        (&mut bx, 5, &[4, 5]),
+    ];
     let mut gids = Vec::new();
-    for (owner, id) in owners {
-        owner
-            .batch_execute("INSERT INTO dg.decisions (xid, dt_id) VALUES (3, 'decided')")
-            .unwrap();
-        gids.push((gid_of(owner, "peer1", 3), id));
+    for (owner, xid, decided) in owners {
+        for d in decided {
+            owner
+                .batch_execute(&format!(
+                    "INSERT INTO dg.decisions (xid, dt_id) VALUES ({d}, 'decided')"
+                ))
+                .unwrap();
+        }
+        gids.push(gid_of(owner, "peer1", xid));
     }
     let mut peer = x.peer(1);
-    for (gid, id) in &gids {
-        prepare_on(&mut peer, gid, *id);
+    for (id, gid) in gids.iter().enumerate() {
+        prepare_on(&mut peer, gid, id as i32 + 1);
     }
-    enable_resolver(&cluster.coordinator);
+    let [ax_gid, ay_gid, bx_gid] = [&gids[0], &gids[1], &gids[2]];
+    let prepared = |gid: &str| x.prepared_gids(1).iter().any(|g| g == gid);
+
+    // B alone: the pass that finished B's transaction listed A's too.
     enable_resolver(&b);
     assert!(
-        wait_until(RESOLVED_WITHIN, || x.prepared(1) == 0),
+        wait_until(resolved_within(), || !prepared(bx_gid)),
+        "B left its own transaction"
+    );
+    assert!(
+        prepared(ax_gid) && prepared(ay_gid),
+        "B finished A's transactions"
+    );
+    // A, database x alone (the resolver passes only where connections
+    // are allowed).
+    let mut postgres = cluster.coordinator.client("postgres");
+    postgres
+        .batch_execute("ALTER DATABASE y ALLOW_CONNECTIONS false")
+        .unwrap();
+    enable_resolver(&cluster.coordinator);
+    assert!(
+        wait_until(resolved_within(), || !prepared(ax_gid)),
+        "A/x left its own transaction"
+    );
+    assert!(prepared(ay_gid), "A/x finished A/y's transaction");
+    postgres
+        .batch_execute("ALTER DATABASE y ALLOW_CONNECTIONS true")
+        .unwrap();
+    assert!(
+        wait_until(resolved_within(), || x.prepared(1) == 0),
         "left: {:?}",
         x.prepared_gids(1)
     );
@@ -219,20 +254,14 @@ fn coordinators_and_databases_keep_to_their_own() {
         .collect();
     assert_eq!(
         ids,
-        [1, 2, 3],
-        "each transaction committed by its own coordinator database"
+        [1, 3],
+        "A/x and B/x committed, A/y rolled back, each by its owner"
     );
 }
 
 #[test]
 fn down_peer_does_not_stop_the_others() {
-    let cluster = Cluster::start_with(
-        2,
-        &[
-            "dg.resolver_interval = '200ms'",
-            "dg.resolver_enabled = off",
-        ],
-    );
+    let cluster = Cluster::start_with(2, &[INTERVAL_CONF, "dg.resolver_enabled = off"]);
     let db = cluster.db("down");
     db.on_peers("CREATE TABLE t (id int)");
     orphan(&db, 1, 3, 1);
@@ -240,45 +269,134 @@ fn down_peer_does_not_stop_the_others() {
     cluster.peers[1].kill9();
     enable_resolver(&cluster.coordinator);
     assert!(
-        wait_until(RESOLVED_WITHIN, || db.prepared(1) == 0),
+        wait_until(resolved_within(), || db.prepared(1) == 0),
         "peer1 waits for peer2"
     );
     assert!(cluster
         .coordinator
-        .wait_log("skipping node \"peer2\"", RESOLVED_WITHIN));
+        .wait_log("skipping node \"peer2\"", resolved_within()));
     cluster.peers[1].start_again();
     assert!(
-        wait_until(RESOLVED_WITHIN, || db.prepared(2) == 0),
+        wait_until(resolved_within(), || db.prepared(2) == 0),
         "peer2 not resolved after it came back"
     );
     assert_eq!((rows(&db, 1, 1), rows(&db, 2, 2)), (0, 0));
 }
 
+/// A pass that lists a DT's prepared transactions while the DT is between
+/// its decision and its local commit must leave them: it checks that the
+/// DT is still running before it reads the decision. The resolver is held
+/// between the two reads (fault `before_decision_read`) while the DT
+/// commits, so a resolver that read in the other order would find no
+/// decision and then no running transaction, and decide to roll back.
 #[test]
 fn pass_racing_a_prepare_leaves_it_alone() {
     let cluster = Cluster::start_with(2, &["dg.resolver_interval = '100ms'"]);
+    let coord = &cluster.coordinator;
     let db = cluster.db("race");
     db.on_peers("CREATE TABLE t (id int)");
-    for (n, fault) in ["after_prepare:1=sleep:1000", "after_decision=sleep:1000"]
+    let mut admin = coord.client("postgres");
+    admin
+        .batch_execute("ALTER SYSTEM SET dg.fault = 'before_decision_read=sleep:1500'")
+        .unwrap();
+    admin.batch_execute("SELECT pg_reload_conf()").unwrap();
+    // The test's own reads of dg.in_doubt are not held.
+    let mut reader = db.coord();
+    reader.batch_execute("SET dg.fault = ''").unwrap();
+    let held = "dg: fault Sleep(1500) at BeforeDecisionRead";
+    let in_window = "dg: fault Sleep(1000) at AfterDecision";
+    let (held_before, window_before) = (coord.log_count(held), coord.log_count(in_window));
+
+    let mut c = db.coord();
+    c.batch_execute("SET dg.fault = 'after_decision=sleep:1000'; BEGIN")
+        .unwrap();
+    dist_exec_each(&mut c, &["peer1", "peer2"], "INSERT INTO t VALUES (1)");
+    let commit = std::thread::spawn(move || c.batch_execute("COMMIT"));
+    assert!(
+        wait_until(Duration::from_secs(5), || coord.log_count(in_window)
+            > window_before),
+        "the DT never reached its window"
+    );
+    let listed: Vec<(String, String)> = reader
+        .query("SELECT gid, action FROM dg.in_doubt ORDER BY node", &[])
+        .unwrap()
         .iter()
-        .enumerate()
-    {
-        let id = n as i32;
-        let mut c = db.coord();
-        c.batch_execute(&format!("SET dg.fault = '{fault}'; BEGIN"))
-            .unwrap();
-        for node in ["peer1", "peer2"] {
-            dist_exec(
-                &mut c,
-                node,
-                "INSERT INTO t VALUES ($1::int)",
-                &[&id.to_string()],
-            )
-            .unwrap();
-        }
-        // Passes run every 100 ms while the commit sleeps half-prepared.
-        c.batch_execute("COMMIT")
-            .unwrap_or_else(|e| panic!("{fault}: {e}"));
-        assert_eq!((rows(&db, 1, id), rows(&db, 2, id)), (1, 1), "{fault}");
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(listed.len(), 2, "in doubt during the window: {listed:?}");
+    assert!(
+        listed.iter().all(|(_, action)| action == "leave"),
+        "{listed:?}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || coord.log_count(held)
+            > held_before),
+        "no pass reached the window"
+    );
+    assert!(
+        !commit.is_finished(),
+        "the DT committed before a pass was held in the window"
+    );
+    commit.join().unwrap().expect("COMMIT");
+    // Passes come and go every interval; a moment with none running in
+    // this database comes after the held one ended.
+    assert!(
+        wait_until(Duration::from_secs(10), || scalar(
+            &mut reader,
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE backend_type = 'dg resolver' AND datname = current_database()"
+        ) == 0),
+        "the held pass never finished"
+    );
+    for (gid, _) in &listed {
+        assert!(
+            !coord
+                .log()
+                .contains(&format!("dg resolver: rollback {gid}")),
+            "a pass decided to roll back the committing DT's {gid}"
+        );
     }
+    assert_eq!((rows(&db, 1, 1), rows(&db, 2, 1)), (1, 1));
+}
+
+/// A COMMIT PREPARED the resolver could not do (here: the GID's mapping
+/// names a peer role that may not finish another role's transaction)
+/// keeps its decision row, so a later pass commits rather than presumes
+/// abort; only "does not exist" counts as finished.
+#[test]
+fn a_failed_finish_keeps_its_decision() {
+    let cluster = Cluster::start_with(1, &[INTERVAL_CONF, "dg.resolver_enabled = off"]);
+    let db = cluster.db("failed_finish");
+    db.on_peers("CREATE TABLE t (id int); CREATE ROLE bob LOGIN");
+    let mut c = db.coord();
+    c.batch_execute(
+        "CREATE ROLE bob;
+         CREATE USER MAPPING FOR bob SERVER peer1 OPTIONS (user 'bob');
+         INSERT INTO dg.decisions (xid, dt_id) VALUES (7, 'decided')",
+    )
+    .unwrap();
+    let gid = gid_for(&mut c, "peer1", "bob", 7);
+    // Prepared by postgres, so bob may not finish it.
+    prepare_on(&mut db.peer(1), &gid, 7);
+    enable_resolver(&cluster.coordinator);
+    let tried = format!("dg resolver: commit {gid} on node \"peer1\": permission denied");
+    assert!(
+        wait_until(resolved_within() * 2, || cluster
+            .coordinator
+            .log_count(&tried)
+            >= 3),
+        "the resolver did not try three passes:\n{}",
+        cluster.coordinator.log()
+    );
+    assert_eq!(db.prepared_gids(1), [gid.clone()]);
+    assert_eq!(
+        scalar(&mut c, "SELECT count(*) FROM dg.decisions WHERE xid = 7"),
+        1,
+        "the decision went while its transaction is still prepared"
+    );
+    let action: String = c
+        .query_one("SELECT action FROM dg.in_doubt WHERE gid = $1", &[&gid])
+        .unwrap()
+        .get(0);
+    assert_eq!(action, "commit");
 }
