@@ -41,6 +41,11 @@ if [ ${#tests[@]} -eq 0 ]; then
     exit 0
 fi
 if [ -f "$inputdir/schedule" ]; then
+    # A test left out of the schedule would never run, in silence.
+    for name in "${tests[@]}"; do
+        grep -qE "^test:.*[[:space:]]$name([[:space:]]|\$)" "$inputdir/schedule" ||
+            die "pg_regress/sql/$name.sql is not in pg_regress/schedule"
+    done
     which_tests=(--schedule="$inputdir/schedule")
 else
     mapfile -t which_tests < <(printf '%s\n' "${tests[@]}" | sort)

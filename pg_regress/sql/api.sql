@@ -29,6 +29,7 @@ SELECT * FROM dg.dist_query('peer1',
     AS t(d int, a int[], n numeric, ts timestamptz);
 SELECT * FROM dg.dist_query('peer1', 'SELECT ''x''') AS t(n int);
 SELECT * FROM dg.dist_query('peer1', 'SELECT 1, 2') AS t(a int);
+\echo :LAST_ERROR_SQLSTATE
 SELECT dg.dist_query('peer1', 'SELECT 1');
 
 -- A lone dist_exec in autocommit is a DT of its own.
@@ -39,9 +40,13 @@ SELECT state FROM dg.dist_status();
 SELECT dg.dist_commit();
 SELECT dg.dist_rollback();
 SELECT dg.dist_exec(NULL, 'SELECT 1');
+\echo :LAST_ERROR_SQLSTATE
 SELECT dg.dist_exec('peer1', NULL);
+\echo :LAST_ERROR_SQLSTATE
 SELECT dg.dist_exec('peer1', 'SELECT 1', VARIADIC NULL::text[]);
+\echo :LAST_ERROR_SQLSTATE
 SELECT * FROM dg.dist_query(NULL, 'SELECT 1') AS t(x int);
+\echo :LAST_ERROR_SQLSTATE
 SELECT dg.dist_begin() IS NOT NULL AS started;
 SELECT dg.dist_begin();
 SELECT dg.dist_rollback();

@@ -65,5 +65,8 @@ BEGIN
     PERFORM dg.dist_rollback();
 EXCEPTION WHEN division_by_zero THEN NULL;
 END $$;
+\echo :LAST_ERROR_SQLSTATE
+-- The refused call did nothing to the DT, so the failed statement leaves
+-- the session DT active.
 SELECT state FROM dg.dist_status();
 SELECT dg.dist_rollback();

@@ -44,6 +44,7 @@ BEGIN;
 SELECT dg.dist_exec('peer1', 'SELECT 1');
 SELECT dg.dist_commit();
 SELECT dg.dist_exec('peer1', 'SELECT 1');
+\echo :LAST_ERROR_SQLSTATE
 ROLLBACK;
 BEGIN;
 SELECT dg.dist_exec('peer1', 'UPDATE accounts SET balance = balance + 1 WHERE id = 5');

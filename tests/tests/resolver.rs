@@ -379,7 +379,7 @@ fn a_failed_finish_keeps_its_decision() {
     // Prepared by postgres, so bob may not finish it.
     prepare_on(&mut db.peer(1), &gid, 7);
     enable_resolver(&cluster.coordinator);
-    let tried = format!("dg resolver: commit {gid} on node \"peer1\": permission denied");
+    let tried = format!("{gid} on node \"peer1\"");
     assert!(
         wait_until(resolved_within() * 2, || cluster
             .coordinator
@@ -388,12 +388,19 @@ fn a_failed_finish_keeps_its_decision() {
         "the resolver did not try three passes:\n{}",
         cluster.coordinator.log()
     );
-    assert_eq!(db.prepared_gids(1), [gid.clone()]);
     assert_eq!(
         scalar(&mut c, "SELECT count(*) FROM dg.decisions WHERE xid = 7"),
         1,
         "the decision went while its transaction is still prepared"
     );
+    let log = cluster.coordinator.log();
+    assert_eq!(
+        log.matches(&format!("commit {tried}: permission denied"))
+            .count(),
+        log.matches(&tried).count(),
+        "every pass tried to commit, and failed"
+    );
+    assert_eq!(db.prepared_gids(1), [gid.clone()]);
     let action: String = c
         .query_one("SELECT action FROM dg.in_doubt WHERE gid = $1", &[&gid])
         .unwrap()
