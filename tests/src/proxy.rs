@@ -279,15 +279,16 @@ impl Proxy {
         self.shared.lock().bytes
     }
 
-    /// Where the first message whose SQL starts with `prefix` began to pass
-    /// after byte `since`, counted from `since`.
-    pub fn sent_at(&self, prefix: &str, since: u64) -> Option<u64> {
+    /// The first message whose SQL starts with `prefix` that began to pass
+    /// after byte `since`: where (counted from `since`), and the length of
+    /// its SQL.
+    pub fn sent(&self, prefix: &str, since: u64) -> Option<(u64, usize)> {
         self.shared
             .lock()
             .trace
             .iter()
             .find(|(sql, at)| *at >= since && sql.starts_with(prefix))
-            .map(|(_, at)| at - since)
+            .map(|(sql, at)| (at - since, sql.len()))
     }
 }
 
