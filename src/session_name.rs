@@ -48,7 +48,10 @@ mod tests {
             coordinator: "6f1c2a8e-0000-4000-8000-000000000001".into(),
             pid: 4242,
         };
-        assert_eq!(n.to_string(), "dg:6f1c2a8e-0000-4000-8000-000000000001:4242");
+        assert_eq!(
+            n.to_string(),
+            "dg:6f1c2a8e-0000-4000-8000-000000000001:4242"
+        );
         assert_eq!(SessionName::parse(&n.to_string()), Some(n));
         assert_eq!(SessionName::parse("dg"), None);
         assert_eq!(SessionName::parse("psql"), None);

@@ -165,7 +165,9 @@ impl Detector {
             .collect();
         let vertex = |node: &str, pid: i32, app: &Option<String>| -> Vertex {
             match app.as_deref().and_then(SessionName::parse) {
-                Some(SessionName { coordinator, pid }) if coordinator != own || stable.contains_key(&pid) => {
+                Some(SessionName { coordinator, pid })
+                    if coordinator != own || stable.contains_key(&pid) =>
+                {
                     Vertex::Dt { coordinator, pid }
                 }
                 None if node == COORDINATOR && stable.contains_key(&pid) => Vertex::Dt {

@@ -113,8 +113,7 @@ pub fn give_back(c: Connection) {
         entry.idle = Some(c);
         entries.push(entry);
         let mut closed = Vec::new();
-        while entries.iter().filter(|e| e.idle.is_some()).count() > gucs::max_cached_connections()
-        {
+        while entries.iter().filter(|e| e.idle.is_some()).count() > gucs::max_cached_connections() {
             let oldest = entries
                 .iter()
                 .position(|e| e.idle.is_some())

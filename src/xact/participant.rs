@@ -59,7 +59,11 @@ impl Participant {
     /// the local nesting; a statement that ends the remote transaction
     /// (COMMIT, ROLLBACK) is refused after the fact.
     pub(super) fn run(&mut self, begin_sql: &str, stmt: Statement) -> DgResult<i64> {
-        debug_assert_eq!(self.state, RemoteState::Open, "statements run in an open transaction");
+        debug_assert_eq!(
+            self.state,
+            RemoteState::Open,
+            "statements run in an open transaction"
+        );
         let deadline = statement_deadline();
         let prelude = self.catch_up(begin_sql, nest_level());
         self.conn

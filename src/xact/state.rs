@@ -51,7 +51,11 @@ impl DtState {
     /// goes on: only a rollback ends it now. A committing DT is not failed
     /// this way; the local transaction's abort ends it.
     pub fn fail(&mut self) {
-        debug_assert_ne!(*self, DtState::Committing, "a committing DT ends, it is not failed");
+        debug_assert_ne!(
+            *self,
+            DtState::Committing,
+            "a committing DT ends, it is not failed"
+        );
         *self = DtState::Aborted;
     }
 
@@ -104,7 +108,11 @@ pub enum PrepareAnswer {
 
 impl RemoteState {
     pub fn prepare_sent(&mut self) {
-        debug_assert_eq!(*self, RemoteState::Open, "only an open transaction is prepared");
+        debug_assert_eq!(
+            *self,
+            RemoteState::Open,
+            "only an open transaction is prepared"
+        );
         *self = RemoteState::Preparing;
     }
 
