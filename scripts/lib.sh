@@ -83,6 +83,11 @@ dg_install_extension() {
     rm -rf "$out"
     say "building dg (${DG_RELEASE:+release }${DG_FEATURES:+features: $DG_FEATURES})"
     (cd "$DG_REPO" && cargo "${args[@]}" --out-dir "$out" >/dev/null)
+    # pgrx packages the upgrade scripts (sql/dg--A--B.sql) itself; the
+    # install scripts of earlier releases (sql/dg--A.sql) let
+    # CREATE EXTENSION dg VERSION 'A' and the upgrade test work.
+    local extdir="$out$("$PG_CONFIG" --sharedir)/extension"
+    find "$DG_REPO/sql" -maxdepth 1 -name 'dg--*.sql' ! -name 'dg--*--*.sql' -exec cp {} "$extdir/" \;
 
     local f dest
     while IFS= read -r f; do
