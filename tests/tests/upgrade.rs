@@ -18,7 +18,7 @@ SELECT pg_describe_object(d.classid, d.objid, 0) AS object,
                (SELECT pg_get_functiondef(p.oid) || ' acl ' || coalesce(p.proacl::text, '')
                   FROM pg_proc p WHERE p.oid = d.objid)
            WHEN 'pg_class'::regclass THEN
-               (SELECT c.relkind || ' acl ' || coalesce(c.relacl::text, '') || ' ' ||
+               (SELECT c.relkind::text || ' acl ' || coalesce(c.relacl::text, '') || ' ' ||
                        coalesce(pg_get_viewdef(c.oid), '') ||
                        coalesce((SELECT string_agg(a.attname || ' ' ||
                                      format_type(a.atttypid, a.atttypmod) ||
