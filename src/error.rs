@@ -94,6 +94,15 @@ impl RemoteError {
 }
 
 impl DgError {
+    /// The node could not be reached, or stopped answering: trying again
+    /// later may succeed, unlike an error the peer reported.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            DgError::Connect { .. } | DgError::ConnectionLost { .. } | DgError::Timeout { .. }
+        )
+    }
+
     /// The node named in a context line: for errors whose message is the
     /// peer's own, or does not say which node it concerns.
     fn context_node(&self) -> Option<&str> {

@@ -112,7 +112,8 @@ fn in_doubt_transactions() -> TableIterator<
     )
 }
 
-/// Behind the `dg.stats` view.
+/// Behind the `dg.stats` view: the counters, and what the last resolver
+/// passes left in doubt (the oldest PREPARE in µs since the Unix epoch).
 #[allow(clippy::type_complexity)]
 #[pg_extern(sql = false)]
 fn stats_counters() -> TableIterator<
@@ -122,14 +123,13 @@ fn stats_counters() -> TableIterator<
         name!(committed_1pc, i64),
         name!(aborted, i64),
         name!(finish_failures, i64),
+        name!(finish_failures_unreachable, i64),
         name!(resolver_commits, i64),
         name!(resolver_aborts, i64),
-        name!(prepare_count, i64),
-        name!(prepare_us, i64),
-        name!(finish_count, i64),
-        name!(finish_us, i64),
         name!(remote_requests, i64),
         name!(deadlocks, i64),
+        name!(in_doubt, i64),
+        name!(oldest_in_doubt_us, Option<i64>),
     ),
 > {
     let c = stats::snapshot();
@@ -139,13 +139,43 @@ fn stats_counters() -> TableIterator<
         n(c.committed_1pc),
         n(c.aborted),
         n(c.finish_failures),
+        n(c.finish_failures_unreachable),
         n(c.resolver_commits),
         n(c.resolver_aborts),
-        n(c.prepare_count),
-        n(c.prepare_us),
-        n(c.finish_count),
-        n(c.finish_us),
         n(c.remote_requests),
         n(c.deadlocks),
+        n(c.in_doubt),
+        c.oldest_in_doubt,
     ))
+}
+
+/// Behind the `dg.stats` view: one row per timed step, in microseconds.
+#[allow(clippy::type_complexity)]
+#[pg_extern(sql = false)]
+fn stats_steps() -> TableIterator<
+    'static,
+    (
+        name!(step, &'static str),
+        name!(calls, i64),
+        name!(total_us, i64),
+        name!(min_us, i64),
+        name!(max_us, i64),
+    ),
+> {
+    let steps = stats::snapshot().steps;
+    TableIterator::new(stats::STEP_NAMES.into_iter().zip(steps).map(|(name, t)| {
+        (
+            name,
+            t.calls as i64,
+            t.total_us as i64,
+            t.min_us as i64,
+            t.max_us as i64,
+        )
+    }))
+}
+
+/// `dg.stats_reset()`: zeroes `dg.stats` (superuser unless granted).
+#[pg_extern(sql = false)]
+fn stats_reset() {
+    stats::reset();
 }

@@ -229,7 +229,7 @@ fn cancel(victim: &registry::Slot, cycle: &Cycle, own: &str, local_wait: bool) {
     if !registry::request_cancel(victim.pid, victim.seq, &message, &detail) {
         return;
     }
-    stats::add(|s| s.deadlocks += 1);
+    stats::count(stats::Event::Deadlock);
     pgrx::log!(
         "dg deadlock detector: {message}; cancelling the distributed transaction of process {}. {detail}",
         victim.pid

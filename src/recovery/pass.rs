@@ -13,11 +13,14 @@ use crate::fdw;
 use crate::gid::Gid;
 use crate::remote::cache;
 use crate::remote::target::Target;
-use crate::stats;
+use crate::stats::{self, Event, Step};
 use pgrx::pg_sys;
 use std::collections::HashSet;
+use std::time::Instant;
 
-const LIST_SQL: &str = "SELECT gid, prepared::pg_catalog.text FROM pg_catalog.pg_prepared_xacts \
+const LIST_SQL: &str = "SELECT gid, prepared::pg_catalog.text, \
+     (pg_catalog.date_part('epoch', prepared) * 1000000)::pg_catalog.int8 \
+     FROM pg_catalog.pg_prepared_xacts \
      WHERE database = pg_catalog.current_database() AND pg_catalog.starts_with(gid, $1) \
      ORDER BY prepared, gid";
 
@@ -26,6 +29,8 @@ pub struct InDoubt {
     pub node: String,
     pub gid: String,
     pub prepared: String,
+    /// The same time, in microseconds since the Unix epoch.
+    pub prepared_us: i64,
     pub action: Action,
 }
 
@@ -35,9 +40,9 @@ fn prefix() -> String {
     Gid::prefix(&catalog::coordinator_id(), database)
 }
 
-/// `(gid, prepared)` of this coordinator database's prepared transactions
-/// on `node`.
-fn list(node: &str, prefix: &str) -> DgResult<Vec<(String, String)>> {
+/// `(gid, prepared, prepared in µs since the epoch)` of this coordinator
+/// database's prepared transactions on `node`.
+fn list(node: &str, prefix: &str) -> DgResult<Vec<(String, String, i64)>> {
     let tuples = cache::exec_once(
         &fdw::worker_target(node)?,
         LIST_SQL,
@@ -50,6 +55,7 @@ fn list(node: &str, prefix: &str) -> DgResult<Vec<(String, String)>> {
                 (
                     t.text(r, 0).unwrap_or_default(),
                     t.text(r, 1).unwrap_or_default(),
+                    t.text(r, 2).and_then(|v| v.parse().ok()).unwrap_or(0),
                 )
             })
             .collect()
@@ -85,7 +91,7 @@ pub fn scan() -> (Vec<InDoubt>, bool) {
                 continue;
             }
         };
-        for (gid, prepared) in rows {
+        for (gid, prepared, prepared_us) in rows {
             let Some(parsed) = Gid::parse(&gid) else {
                 continue;
             };
@@ -95,6 +101,7 @@ pub fn scan() -> (Vec<InDoubt>, bool) {
                     node: node.clone(),
                     gid,
                     prepared,
+                    prepared_us,
                     action,
                 });
             }
@@ -154,6 +161,7 @@ pub fn pass() -> (Vec<Resolution>, usize) {
     let horizon = catalog::xid_horizon();
     let (found, complete) = scan();
     let mut still_prepared = Vec::new();
+    let mut oldest = i64::MAX;
     let report: Vec<Resolution> = found
         .into_iter()
         .map(|t| {
@@ -162,10 +170,11 @@ pub fn pass() -> (Vec<Resolution>, usize) {
                 action => finish(&t.gid, action),
             };
             match outcome {
-                Outcome::Committed => stats::add(|s| s.resolver_commits += 1),
-                Outcome::RolledBack => stats::add(|s| s.resolver_aborts += 1),
+                Outcome::Committed => stats::count(Event::ResolverCommit),
+                Outcome::RolledBack => stats::count(Event::ResolverAbort),
                 Outcome::Left | Outcome::Failed(_) => {
-                    still_prepared.extend(Gid::parse(&t.gid).map(|g| g.xid))
+                    still_prepared.extend(Gid::parse(&t.gid).map(|g| g.xid));
+                    oldest = oldest.min(t.prepared_us);
                 }
                 Outcome::AlreadyFinished => {}
             }
@@ -177,6 +186,9 @@ pub fn pass() -> (Vec<Resolution>, usize) {
             }
         })
         .collect();
+    // SAFETY: reads the backend's database oid.
+    let database = unsafe { pg_sys::MyDatabaseId }.to_u32();
+    stats::set_in_doubt(database, still_prepared.len() as u64, oldest);
     let forgotten = if complete {
         catalog::forget_decisions(horizon, &still_prepared)
     } else {
@@ -188,10 +200,12 @@ pub fn pass() -> (Vec<Resolution>, usize) {
 /// Commits or rolls back `gid` with the credentials that prepared it.
 fn finish(gid: &str, action: Action) -> Outcome {
     let commit = action == Action::Commit;
+    let started = Instant::now();
     let done = Gid::parse(gid)
         .ok_or_else(|| DgError::Internal(format!("not a dg GID: {gid}")))
         .and_then(|parsed| fdw::lookup_mapping(pg_sys::Oid::from(parsed.mapping)))
         .and_then(|target| end_prepared(&target, gid, commit));
+    stats::time(Step::Resolve, started.elapsed());
     match done {
         Ok(()) if commit => Outcome::Committed,
         Ok(()) => Outcome::RolledBack,

@@ -16,7 +16,7 @@ use crate::registry::Registration;
 use crate::remote::cache;
 use crate::remote::connection::Outcome;
 use crate::remote::wait::{cleanup_deadline, statement_deadline};
-use crate::stats;
+use crate::stats::{self, Event, Step};
 use crate::wakeup;
 use pgrx::pg_sys;
 use std::time::Instant;
@@ -35,6 +35,9 @@ pub struct Dt {
     pub(super) touched: bool,
     /// How the prepare phase committed, once it ran.
     protocol: Option<Protocol>,
+    /// When the decision row began to be written: the decision step lasts
+    /// until the local commit has made it durable.
+    deciding_since: Option<Instant>,
     begin_sql: String,
     /// Published to the deadlock detector while the DT lives.
     _registration: Registration,
@@ -108,6 +111,7 @@ impl Dt {
             participants: Vec::new(),
             touched: false,
             protocol: None,
+            deciding_since: None,
             begin_sql: begin_statement(),
             _registration: Registration::enter(),
         }
@@ -142,7 +146,10 @@ impl Dt {
         if stmt.rows.is_none() && !read_only {
             p.work = Work::Write;
         }
-        p.run(&self.begin_sql, stmt)
+        let started = Instant::now();
+        let ran = p.run(&self.begin_sql, stmt);
+        stats::time(Step::Statement, started.elapsed());
+        ran
     }
 
     /// The prepare phase. `local_must_agree`: the local transaction's
@@ -178,16 +185,7 @@ impl Dt {
         self.protocol = Some(chosen);
         match chosen {
             Protocol::ReadOnly | Protocol::OnePhase => self.commit_one_phase(deadline),
-            Protocol::TwoPhase => {
-                let started = Instant::now();
-                let prepared = self.prepare_two_phase(deadline);
-                let took = stats::micros(started.elapsed());
-                stats::add(|s| {
-                    s.prepare_count += 1;
-                    s.prepare_us += took;
-                });
-                prepared
-            }
+            Protocol::TwoPhase => self.prepare_two_phase(deadline),
         }
     }
 
@@ -228,6 +226,7 @@ impl Dt {
                 p.gid = Some(gid.to_string());
             }
         }
+        let started = Instant::now();
         let results =
             broadcast_split(
                 &mut self.participants,
@@ -257,9 +256,11 @@ impl Dt {
                 first_error.get_or_insert(e);
             }
         }
+        stats::time(Step::Prepare, started.elapsed());
         if let Some(e) = first_error {
             return Err(e);
         }
+        self.deciding_since = Some(Instant::now());
         catalog::record_decision(xid, &self.id);
         faults::hit(Point::AfterDecision);
         Ok(())
@@ -268,7 +269,8 @@ impl Dt {
     /// After the local commit: COMMIT PREPARED everywhere. Never raises; a
     /// peer that cannot be finished now is left to the resolver.
     pub(super) fn finish(&mut self) {
-        if self.protocol == Some(Protocol::TwoPhase) {
+        if let Some(since) = self.deciding_since {
+            stats::time(Step::Decision, since.elapsed());
             faults::hit(Point::AfterLocalCommit);
         }
         let started = Instant::now();
@@ -287,23 +289,20 @@ impl Dt {
                 p.state.end();
             }
         }
-        let took = stats::micros(started.elapsed());
-        let two_phase = self.protocol == Some(Protocol::TwoPhase);
-        stats::add(|s| {
-            if two_phase {
-                s.committed_2pc += 1;
-                s.finish_count += 1;
-                s.finish_us += took;
-            } else if self.protocol.is_some() {
-                s.committed_1pc += 1;
+        match self.protocol {
+            Some(Protocol::TwoPhase) => {
+                stats::time(Step::Finish, started.elapsed());
+                stats::count(Event::Committed2pc);
             }
-        });
+            Some(_) => stats::count(Event::Committed1pc),
+            None => {}
+        }
     }
 
     /// Rolls every participant back, prepared or not. Never raises.
     pub(super) fn abort(&mut self) {
         if !self.participants.is_empty() {
-            stats::add(|s| s.aborted += 1);
+            stats::count(Event::Aborted);
         }
         let deadline = cleanup_deadline();
         for p in self.participants.iter_mut().filter(|p| p.conn.busy) {
@@ -385,6 +384,7 @@ impl Dt {
         for p in std::mem::take(&mut self.participants) {
             cache::give_back(p.conn);
         }
+        stats::flush_requests();
     }
 
     /// Rolls back on every participant and fails the DT, which stays
@@ -412,7 +412,9 @@ fn settle_prepared(node: &str, action: &'static str, r: Option<DgResult<Outcome>
         Some(Err(DgError::Remote(e))) if e.is_undefined_object() => return,
         Some(Err(e)) => e,
     };
-    stats::add(|s| s.finish_failures += 1);
+    stats::count(Event::FinishFailure {
+        reachable: !e.is_unreachable(),
+    });
     wakeup::request_resolver_pass();
     DgError::Unfinished {
         node: node.to_string(),
