@@ -63,8 +63,11 @@ fn unreachable_finishes_and_in_doubt_transactions_show() {
     c.batch_execute(
         "CREATE ROLE regress_dash SUPERUSER;
          CREATE USER MAPPING FOR regress_dash SERVER peer1 OPTIONS (user 'postgres');
-         CREATE USER MAPPING FOR regress_dash SERVER peer2 OPTIONS (user 'postgres');
-         SET ROLE regress_dash;
+         CREATE USER MAPPING FOR regress_dash SERVER peer2 OPTIONS (user 'postgres');",
+    )
+    .unwrap();
+    c.batch_execute(
+        "SET ROLE regress_dash;
          SET dg.fault = 'after_local_commit=exit';
          BEGIN",
     )
