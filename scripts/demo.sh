@@ -4,10 +4,11 @@
 # every step is idempotent (each run moves another 100).
 #
 #   DG_COORD_PORT (5801), DG_PEER1_PORT (5802), DG_PEER2_PORT (5803)
+#   DG_NO_BUILD=1  use the dg already installed (make test's build)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-DG_RELEASE=1 "$DG_REPO/scripts/setup.sh"
+[ "${DG_NO_BUILD:-0}" = 1 ] || DG_RELEASE=1 "$DG_REPO/scripts/setup.sh"
 
 coord=${DG_COORD_PORT:-5801}
 p1=${DG_PEER1_PORT:-5802}

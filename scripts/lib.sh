@@ -91,6 +91,11 @@ dg_build_package() {
     rm -rf "$out"
     say "building dg${DG_RELEASE:+ (release)}${DG_FEATURES:+ (features: $DG_FEATURES)} from $src"
     (cd "$src" && cargo "${args[@]}" --out-dir "$out" >/dev/null)
+    # pgrx packages the upgrade scripts (sql/dg--A--B.sql) itself; the
+    # install scripts of earlier releases (sql/dg--A.sql) let
+    # CREATE EXTENSION dg VERSION 'A' and the upgrade test work.
+    local extdir="$out$("$PG_CONFIG" --sharedir)/extension"
+    find "$src/sql" -maxdepth 1 -name 'dg--*.sql' ! -name 'dg--*--*.sql' -exec cp {} "$extdir/" \;
 }
 
 # dg_install_package OUT: move a package tree built by dg_build_package

@@ -6,6 +6,7 @@
 #   reinstall    put back the regular build that pgrx test replaced
 #   regress      the pg_regress suite (scripts/regress.sh)
 #   multinode    the multi-node tests in tests/
+#   example      examples/bank.py, a psycopg client, against the demo cluster
 # and ends with one line over all runners: "dg: N passed, 0 failed".
 #
 #   DG_FEATURES  extra cargo features for every build here (e.g. fault injection)
@@ -20,6 +21,11 @@ features=()
 [ -z "${DG_FEATURES:-}" ] || features=(--features "$DG_FEATURES")
 
 # The summary is printed on exit, also when errexit ends the run.
+example() {
+    DG_NO_BUILD=1 "$DG_REPO/scripts/example.sh"
+    stop_clusters_under "$DG_DATA_ROOT/demo"
+}
+stage example example
 current=""
 done_stages=()
 summary() {
@@ -33,7 +39,8 @@ summary() {
     # pg_regress "All N tests passed."
     local passed
     passed=$(cat "$logs"/*.log 2>/dev/null |
-        sed -nE 's/^test result: ok\. ([0-9]+) passed.*/\1/p; s/^ *All ([0-9]+) tests passed.*/\1/p' |
+        sed -nE 's/^test result: ok\. ([0-9]+) passed.*/\1/p; s/^ *All ([0-9]+) tests passed.*/\1/p;
+                 s/^bank: ([0-9]+) passed, 0 failed$/\1/p' |
         awk '{ n += $1 } END { print n + 0 }')
     say "all stages passed: ${done_stages[*]}"
     echo "dg: $passed passed, 0 failed"
@@ -89,4 +96,9 @@ multinode() {
     in_repo cargo test --manifest-path tests/Cargo.toml -- --test-threads=2
 }
 stage multinode multinode
+example() {
+    DG_NO_BUILD=1 "$DG_REPO/scripts/example.sh"
+    stop_clusters_under "$DG_DATA_ROOT/demo"
+}
+stage example example
 current=""

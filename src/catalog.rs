@@ -26,13 +26,74 @@ pub fn read_one<T: FromDatum + IntoDatum>(
     sql: &str,
     args: &[pgrx::datum::DatumWithOid],
 ) -> pgrx::spi::Result<Option<T>> {
-    // SAFETY: pushes a snapshot for the read and pops it after, also when
-    // the read raises (PostgreSQL's abort pops it then).
-    unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot()) };
-    let row = Spi::connect(|client| client.select(sql, Some(1), args)?.first().get_one());
-    // SAFETY: the snapshot pushed above is still the active one.
-    unsafe { pg_sys::PopActiveSnapshot() };
-    row
+    // SAFETY: reads the latest committed state, in the current transaction.
+    let _snapshot = ActiveSnapshot::push(unsafe { pg_sys::GetLatestSnapshot() });
+    Spi::connect(|client| client.select(sql, Some(1), args)?.first().get_one())
+}
+
+/// A snapshot pushed as the active one, popped on drop. Not while an
+/// ERROR unwinds: the transaction's abort pops every snapshot pushed in
+/// it, and what is on top of the stack then may not be ours.
+struct ActiveSnapshot;
+
+impl ActiveSnapshot {
+    fn push(snapshot: pg_sys::Snapshot) -> ActiveSnapshot {
+        // SAFETY: a valid snapshot of the current transaction.
+        unsafe { pg_sys::PushActiveSnapshot(snapshot) };
+        ActiveSnapshot
+    }
+
+    /// The transaction snapshot, if no snapshot is active (at a block's
+    /// COMMIT no statement runs, and SPI needs one).
+    fn ensure() -> Option<ActiveSnapshot> {
+        // SAFETY: plain reads of the snapshot manager's state.
+        unsafe {
+            (!pg_sys::ActiveSnapshotSet()).then(|| Self::push(pg_sys::GetTransactionSnapshot()))
+        }
+    }
+}
+
+impl Drop for ActiveSnapshot {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            // SAFETY: the snapshot pushed in `push` is the active one:
+            // everything pushed after it was popped by its own guard.
+            unsafe { pg_sys::PopActiveSnapshot() };
+        }
+    }
+}
+
+/// The current user switched to the bootstrap superuser, switched back on
+/// drop. Not while an ERROR unwinds: the transaction's abort restores the
+/// user, as PostgreSQL does for every security-restricted operation.
+struct AsOwner {
+    user: pg_sys::Oid,
+    context: i32,
+}
+
+impl AsOwner {
+    fn enter() -> AsOwner {
+        let mut user = pg_sys::InvalidOid;
+        let mut context = 0;
+        // SAFETY: saves and switches the backend's user id.
+        unsafe {
+            pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
+            pg_sys::SetUserIdAndSecContext(
+                pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID),
+                context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
+            );
+        }
+        AsOwner { user, context }
+    }
+}
+
+impl Drop for AsOwner {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            // SAFETY: restores what `enter` saved.
+            unsafe { pg_sys::SetUserIdAndSecContext(self.user, self.context) };
+        }
+    }
 }
 
 /// This installation's coordinator UUID, made at CREATE EXTENSION.
@@ -190,36 +251,9 @@ pub fn node_names() -> Vec<String> {
 }
 
 /// Runs SQL `f` as the bootstrap superuser, which owns dg's tables: users
-/// of dg need no privileges on them, and cannot write them directly. An
-/// error inside restores the user at transaction abort, as PostgreSQL does
-/// for every security-restricted operation. At a block's COMMIT no
-/// statement is running, so no snapshot is active; SPI needs one.
+/// of dg need no privileges on them, and cannot write them directly.
 fn as_owner<T>(f: impl FnOnce() -> T) -> T {
-    let mut user = pg_sys::InvalidOid;
-    let mut context = 0;
-    // SAFETY: save, switch and restore the backend's user id; push and pop
-    // the transaction snapshot if none is active.
-    let pushed = unsafe {
-        let push = !pg_sys::ActiveSnapshotSet();
-        if push {
-            pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
-        }
-        push
-    };
-    unsafe {
-        pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
-        pg_sys::SetUserIdAndSecContext(
-            pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID),
-            context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
-        );
-    }
-    let out = f();
-    // SAFETY: as above.
-    unsafe {
-        pg_sys::SetUserIdAndSecContext(user, context);
-        if pushed {
-            pg_sys::PopActiveSnapshot();
-        }
-    }
-    out
+    let _snapshot = ActiveSnapshot::ensure();
+    let _owner = AsOwner::enter();
+    f()
 }

@@ -61,6 +61,10 @@ pub enum DgError {
         local: usize,
     },
     Unsupported(String),
+    /// A user mapping named by a GID was dropped.
+    MappingGone(u32),
+    /// Cannot happen unless dg has a bug.
+    Internal(String),
     /// A finish or rollback that failed after the decision; a WARNING.
     Unfinished {
         node: String,
@@ -90,6 +94,15 @@ impl RemoteError {
 }
 
 impl DgError {
+    /// The node could not be reached, or stopped answering: trying again
+    /// later may succeed, unlike an error the peer reported.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            DgError::Connect { .. } | DgError::ConnectionLost { .. } | DgError::Timeout { .. }
+        )
+    }
+
     /// The node named in a context line: for errors whose message is the
     /// peer's own, or does not say which node it concerns.
     fn context_node(&self) -> Option<&str> {
@@ -128,6 +141,8 @@ impl DgError {
             OnStandby(_) => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             SuperuserOnly(_) => ERRCODE_INSUFFICIENT_PRIVILEGE,
             RowtypeMismatch { .. } => ERRCODE_DATATYPE_MISMATCH,
+            MappingGone(_) => ERRCODE_UNDEFINED_OBJECT,
+            Internal(_) => ERRCODE_INTERNAL_ERROR,
             Unfinished { .. } => ERRCODE_WARNING,
         }
     }
@@ -186,6 +201,8 @@ impl DgError {
                 "remote query returned {remote} columns but the column definition list has {local}"
             ),
             Unsupported(what) => what.clone(),
+            MappingGone(oid) => format!("user mapping {oid} no longer exists"),
+            Internal(what) => format!("dg internal error: {what}"),
             Unfinished {
                 node,
                 action,

@@ -1,10 +1,14 @@
 //! Nodes are foreign servers: of dg's own wrapper, or of postgres_fdw so
 //! existing setups work unchanged. This module validates their options and
-//! turns a node name into a `Target`: the connection options, the user
-//! mapping that supplies credentials, and the password rule to enforce.
+//! turns a node name into a `remote::target::Target`: the connection
+//! options, the user mapping that supplies credentials, and the password
+//! rule to enforce; and it says which mapping a background worker uses.
 
+use crate::catalog;
 use crate::error::{DgError, DgResult};
 use crate::remote::libpq;
+use crate::remote::target::Target;
+use crate::session_name::SessionName;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::pg_sys::{self, Oid};
 use pgrx::prelude::*;
@@ -142,40 +146,24 @@ fn parse_bool(v: &str) -> Option<bool> {
     }
 }
 
-/// Everything needed to connect to a node as the current role.
-pub struct Target {
-    pub node: String,
-    pub mapping: Oid,
-    pub server_hash: u32,
-    pub mapping_hash: u32,
-    pub password_required: bool,
-    options: Vec<(String, String)>,
-}
-
-impl Target {
-    /// libpq keywords and values for the connection: the node's and the
-    /// mapping's, then dg's own (client encoding, application name). The
-    /// application name identifies the session to the deadlock detector,
-    /// so it overrides a server's `application_name` option.
-    pub fn conn_options(&self) -> Vec<(String, String)> {
-        let mut opts: Vec<(String, String)> = self
-            .options
-            .iter()
-            .filter(|(k, _)| k != "application_name")
-            .cloned()
-            .collect();
-        // SAFETY: returns a static string of the database encoding.
-        let encoding = unsafe { CStr::from_ptr(pg_sys::GetDatabaseEncodingName()) };
-        opts.push((
-            "client_encoding".into(),
-            encoding.to_string_lossy().into_owned(),
-        ));
-        opts.push((
-            "application_name".into(),
-            crate::deadlock::application_name(),
-        ));
-        opts
-    }
+/// dg's own libpq options, after the node's and the mapping's: values come
+/// back in the database's encoding, and the session is named for the
+/// deadlock detector (so the name overrides a server's
+/// `application_name` option).
+fn add_session_options(options: &mut Vec<(String, String)>) {
+    options.retain(|(k, _)| k != "application_name");
+    // SAFETY: returns a static string of the database encoding.
+    let encoding = unsafe { CStr::from_ptr(pg_sys::GetDatabaseEncodingName()) };
+    options.push((
+        "client_encoding".into(),
+        encoding.to_string_lossy().into_owned(),
+    ));
+    let name = SessionName {
+        coordinator: catalog::coordinator_id(),
+        // SAFETY: reads the backend's pid.
+        pid: unsafe { pg_sys::MyProcPid },
+    };
+    options.push(("application_name".into(), name.to_string()));
 }
 
 unsafe fn def_elems(list: *mut pg_sys::List) -> Vec<(String, String)> {
@@ -301,9 +289,7 @@ pub fn lookup_mapping(mapping: Oid) -> DgResult<Target> {
             pg_sys::Datum::from(mapping),
         );
         if tuple.is_null() {
-            return Err(DgError::Unsupported(format!(
-                "user mapping {mapping:?} no longer exists"
-            )));
+            return Err(DgError::MappingGone(mapping.to_u32()));
         }
         let form = pg_sys::GETSTRUCT(tuple) as *const pg_sys::FormData_pg_user_mapping;
         let ids = ((*form).umuser, (*form).umserver);
@@ -366,6 +352,7 @@ fn build_target(
     if password_required && !has_password {
         return Err(DgError::PasswordRequired(node.into()));
     }
+    add_session_options(&mut options);
     Ok(Target {
         node: node.into(),
         mapping,
@@ -374,4 +361,17 @@ fn build_target(
         password_required,
         options,
     })
+}
+
+/// How a background worker (resolver, detector) reaches `node`: with the
+/// current role's mapping, else any mapping of the node, as workers run as
+/// a superuser that may have none.
+pub fn worker_target(node: &str) -> DgResult<Target> {
+    match lookup(node) {
+        Err(DgError::NoMapping(_)) => match catalog::any_mapping(node) {
+            Some(mapping) => lookup_mapping(mapping),
+            None => Err(DgError::NoMapping(node.into())),
+        },
+        target => target,
+    }
 }

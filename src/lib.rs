@@ -1,8 +1,9 @@
 //! dg: one PostgreSQL node coordinates atomic transactions across others.
 //!
 //! `_PG_init` refuses to load unless dg is preloaded (its transaction
-//! callbacks and, later, its resolver worker must exist in every backend
-//! from the start), then sets up each part in order.
+//! callbacks, shared memory and resolver worker must exist in every
+//! backend from the start), then sets up each part, lowest layer first.
+//! The layers and the design: src/README.md.
 
 use pgrx::prelude::*;
 
@@ -14,10 +15,12 @@ mod faults;
 mod fdw;
 mod gid;
 mod gucs;
-mod monitor;
 mod recovery;
+mod registry;
 mod remote;
+mod session_name;
 mod stats;
+mod wakeup;
 mod xact;
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -39,13 +42,15 @@ pub extern "C-unwind" fn _PG_init() {
         );
     }
     gucs::init();
-    remote::cache::init();
-    xact::init();
-    recovery::worker::init();
-    stats::init();
-    deadlock::init();
     #[cfg(feature = "fault_injection")]
     faults::init();
+    stats::init();
+    registry::init();
+    wakeup::init();
+    remote::cache::init();
+    xact::callbacks::init();
+    deadlock::victim::init();
+    recovery::worker::init();
 }
 
 /// Required by `cargo pgrx test`.

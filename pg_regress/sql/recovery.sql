@@ -86,5 +86,25 @@ DROP ROLE regress_dg_bob;
 
 -- dg.stats counts what this suite did (the cluster is fresh each run).
 SELECT committed_2pc > 0 AS two_phase, committed_1pc > 0 AS one_phase, aborted > 0 AS aborted,
-       finish_failures, resolver_commits, resolver_aborts, prepare_ms_avg > 0 AS timed, deadlocks
+       finish_failures, resolver_commits, resolver_aborts, prepare_mean_ms > 0 AS timed, deadlocks
+FROM dg.stats;
+
+-- Each step of the commit path is timed in the style of
+-- pg_stat_statements: calls, total, min, max, mean.
+SELECT statement_calls > 0 AS statements, prepare_calls > 0 AS prepares,
+       decision_calls > 0 AS decisions, finish_calls > 0 AS finishes, resolve_calls AS resolves,
+       prepare_min_ms <= prepare_mean_ms AND prepare_mean_ms <= prepare_max_ms AS ordered,
+       finish_failures_unreachable, in_doubt, oldest_in_doubt_age IS NULL AS none_in_doubt
+FROM dg.stats;
+
+-- dg.stats_reset() is a superuser's, as pg_stat_statements_reset() is.
+CREATE ROLE regress_dg_dave;
+SET ROLE regress_dg_dave;
+SELECT dg.stats_reset();
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+DROP ROLE regress_dg_dave;
+SELECT dg.stats_reset();
+SELECT committed_2pc, aborted, resolver_commits, statement_calls, statement_min_ms,
+       statement_max_ms, statement_mean_ms, in_doubt
 FROM dg.stats;

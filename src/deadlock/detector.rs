@@ -10,14 +10,16 @@
 //! active DT, it costs nothing.
 
 use super::graph::{self, Cycle, Edge, Vertex, COORDINATOR};
-use super::{parse_application_name, registry};
 use crate::catalog;
 use crate::error::DgResult;
+use crate::fdw::worker_target;
 use crate::gucs;
-use crate::recovery::worker_target;
+use crate::registry;
 use crate::remote::cache;
+use crate::session_name::SessionName;
 use crate::stats;
-use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
+use crate::wakeup;
+use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::collections::{HashMap, HashSet};
@@ -29,9 +31,9 @@ use std::time::{Duration, Instant};
 /// session: it shows as blocker 0 and waits for nothing, so it closes no
 /// cycle and is left out.
 const WAITS_SQL: &str = "SELECT a.pid, a.application_name, x.pid, b.application_name \
-     FROM pg_stat_activity a \
-     CROSS JOIN LATERAL unnest(pg_blocking_pids(a.pid)) AS x(pid) \
-     LEFT JOIN pg_stat_activity b ON b.pid = x.pid \
+     FROM pg_catalog.pg_stat_activity a \
+     CROSS JOIN LATERAL pg_catalog.unnest(pg_catalog.pg_blocking_pids(a.pid)) AS x(pid) \
+     LEFT JOIN pg_catalog.pg_stat_activity b ON b.pid = x.pid \
      WHERE a.wait_event_type = 'Lock' AND x.pid <> 0";
 
 /// The back-off stops doubling at this many intervals.
@@ -45,22 +47,6 @@ const LINGER: Duration = Duration::from_secs(2);
 /// coordinator's DT before this coordinator gives up its own DT in it
 /// (that coordinator may not see the whole cycle).
 const FOREIGN_PATIENCE: u32 = 3;
-
-/// Starts the detector of the current database; from a backend that has
-/// claimed the job. If no worker slot is free the claim expires and a
-/// later DT tries again.
-pub fn start() {
-    // SAFETY: reads the backend's database.
-    let database = unsafe { pg_sys::MyDatabaseId };
-    let _ = BackgroundWorkerBuilder::new("dg deadlock detector")
-        .set_type("dg deadlock detector")
-        .set_library("dg")
-        .set_function("dg_deadlock_detector")
-        .set_argument(Some(pg_sys::Datum::from(database)))
-        .enable_spi_access()
-        .set_restart_time(None)
-        .load_dynamic();
-}
 
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn on_exit(_code: i32, _arg: pg_sys::Datum) {
@@ -178,11 +164,12 @@ impl Detector {
             .map(|s| (s.pid, *s))
             .collect();
         let vertex = |node: &str, pid: i32, app: &Option<String>| -> Vertex {
-            match app.as_deref().and_then(parse_application_name) {
-                Some((c, p)) if c != own || stable.contains_key(&p) => Vertex::Dt {
-                    coordinator: c.to_string(),
-                    pid: p,
-                },
+            match app.as_deref().and_then(SessionName::parse) {
+                Some(SessionName { coordinator, pid })
+                    if coordinator != own || stable.contains_key(&pid) =>
+                {
+                    Vertex::Dt { coordinator, pid }
+                }
                 None if node == COORDINATOR && stable.contains_key(&pid) => Vertex::Dt {
                     coordinator: own.clone(),
                     pid,
@@ -242,15 +229,17 @@ fn cancel(victim: &registry::Slot, cycle: &Cycle, own: &str, local_wait: bool) {
     if !registry::request_cancel(victim.pid, victim.seq, &message, &detail) {
         return;
     }
-    stats::add(|s| s.deadlocks += 1);
+    stats::count(stats::Event::Deadlock);
     pgrx::log!(
         "dg deadlock detector: {message}; cancelling the distributed transaction of process {}. {detail}",
         victim.pid
     );
-    crate::remote::wait::wake(victim.pid);
+    wakeup::wake(victim.pid);
     if local_wait {
-        let _ =
-            crate::catalog::read_one::<bool>("SELECT pg_cancel_backend($1)", &[victim.pid.into()]);
+        let _ = catalog::read_one::<bool>(
+            "SELECT pg_catalog.pg_cancel_backend($1)",
+            &[victim.pid.into()],
+        );
     }
 }
 

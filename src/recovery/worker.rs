@@ -8,14 +8,16 @@
 //! `max_worker_processes`. The launcher itself connects to no database and
 //! reads `pg_database` directly.
 
+use super::decide::Action;
+use super::pass;
+use crate::catalog;
 use crate::gucs;
+use crate::wakeup;
 use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerBuilder, DynamicBackgroundWorker, SignalWakeFlags,
 };
-use pgrx::lwlock::PgLwLock;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use pgrx::shmem::PGRXSharedMemory;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -25,20 +27,8 @@ const MAX_PASSES: usize = 2;
 /// How soon to retry when databases wait for a pass.
 const RETRY: Duration = Duration::from_millis(50);
 
-#[derive(Copy, Clone, Default)]
-pub struct Shared {
-    launcher_pid: i32,
-    /// A backend could not finish a prepared transaction: pass now.
-    urgent: bool,
-}
-
-// SAFETY: plain old data, no pointers.
-unsafe impl PGRXSharedMemory for Shared {}
-
-pub static SHARED: PgLwLock<Shared> = unsafe { PgLwLock::new(c"dg_resolver") };
-
+/// Registers the launcher; from _PG_init, once.
 pub fn init() {
-    pgrx::pg_shmem_init!(SHARED);
     BackgroundWorkerBuilder::new("dg resolver")
         .set_type("dg resolver")
         .set_library("dg")
@@ -48,17 +38,6 @@ pub fn init() {
         .set_start_time(pgrx::bgworkers::BgWorkerStartTime::RecoveryFinished)
         .set_restart_time(Some(Duration::from_secs(5)))
         .load();
-}
-
-/// Asks the resolver for a pass now; from a backend whose finish failed.
-/// Never raises (it runs in the commit path).
-pub fn request_pass() {
-    let pid = {
-        let mut shared = SHARED.exclusive();
-        shared.urgent = true;
-        shared.launcher_pid
-    };
-    crate::remote::wait::wake(pid);
 }
 
 /// Databases a pass may run in: not templates, accepting connections.
@@ -109,7 +88,7 @@ pub unsafe extern "C-unwind" fn dg_resolver_launcher(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     BackgroundWorker::connect_worker_to_spi(None, None);
     // SAFETY: reads the worker's own pid.
-    SHARED.exclusive().launcher_pid = unsafe { pg_sys::MyProcPid };
+    wakeup::resolver_started(unsafe { pg_sys::MyProcPid });
     let mut running: Vec<(pg_sys::Oid, DynamicBackgroundWorker)> = Vec::new();
     // Databases due for a pass, served in turn as pass workers finish (their
     // exit wakes the launcher), so none waits behind the others for ever.
@@ -129,7 +108,7 @@ pub unsafe extern "C-unwind" fn dg_resolver_launcher(_arg: pg_sys::Datum) {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
         }
         running.retain(|(_, w)| w.pid().is_ok());
-        let urgent = std::mem::take(&mut SHARED.exclusive().urgent);
+        let urgent = wakeup::take_resolver_request();
         if !gucs::resolver_enabled() {
             pending.clear();
             continue;
@@ -177,15 +156,19 @@ pub unsafe extern "C-unwind" fn dg_resolver_pass(arg: pg_sys::Datum) {
         if !installed {
             return 0;
         }
-        let (report, forgotten) = super::pass();
-        for (node, gid, action, result) in report {
-            if action != "leave" {
-                pgrx::log!("dg resolver: {action} {gid} on node \"{node}\": {result}");
-            }
+        let (report, forgotten) = pass::pass();
+        for r in report.iter().filter(|r| r.action != Action::Leave) {
+            pgrx::log!(
+                "dg resolver: {} {} on node \"{}\": {}",
+                r.action.name(),
+                r.gid,
+                r.node,
+                r.outcome.describe()
+            );
         }
         forgotten
     });
     if forgotten > 0 {
-        crate::catalog::vacuum_decisions();
+        catalog::vacuum_decisions();
     }
 }

@@ -7,9 +7,9 @@
 //! before using the connection again.
 
 use super::libpq::{Flush, PgConn, PgResult, Poll, ResultKind};
+use super::target::Target;
 use super::wait::{deadline_after, wait_socket, Want};
 use crate::error::{DgError, DgResult, RemoteError};
-use crate::fdw::Target;
 use crate::gucs;
 use pgrx::pg_sys;
 use std::time::Instant;
@@ -17,11 +17,9 @@ use std::time::Instant;
 pub struct Connection {
     pub node: String,
     pub mapping: pg_sys::Oid,
-    pub server_hash: u32,
-    pub mapping_hash: u32,
-    /// A catalog change touched the server or mapping: close at the next
-    /// chance instead of reusing.
-    pub invalidated: bool,
+    /// The cache's entry for this connection, which keeps its
+    /// invalidation state while the connection is lent out.
+    pub(super) entry: u64,
     pub busy: bool,
     pub broken: bool,
     /// The peer asked for (and got) the mapping's password. A cached
@@ -57,7 +55,7 @@ impl Connection {
             node: node.clone(),
             message,
         };
-        let conn = PgConn::start(&target.conn_options()).map_err(connect_error)?;
+        let conn = PgConn::start(&target.options).map_err(connect_error)?;
         let deadline = deadline_after(gucs::connect_timeout());
         loop {
             let want = match conn.poll() {
@@ -78,9 +76,7 @@ impl Connection {
         let mut c = Connection {
             node,
             mapping: target.mapping,
-            server_hash: target.server_hash,
-            mapping_hash: target.mapping_hash,
-            invalidated: false,
+            entry: 0,
             busy: false,
             broken: false,
             used_password,
@@ -105,9 +101,10 @@ impl Connection {
         self.conn.in_transaction()
     }
 
-    /// Reusable for a new transaction: healthy, idle, and not invalidated.
+    /// Healthy and idle outside any remote transaction: fit for another
+    /// transaction, unless the cache knows its catalog entries changed.
     pub fn reusable(&self) -> bool {
-        !self.broken && !self.busy && !self.invalidated && self.conn.is_ok() && self.conn.is_idle()
+        !self.broken && !self.busy && self.conn.is_ok() && self.conn.is_idle()
     }
 
     /// Queues `sql` (extended protocol when `params` is given, else simple

@@ -7,16 +7,19 @@
 //! of the session first so a failure cannot leave it half-handled.
 
 use super::dt::Dt;
+use super::session::{self, take_if, with_slot};
 use super::state::{DtState, Scope};
-use super::{take_if, with_slot, DT};
 use crate::error::DgError;
+use crate::remote::cache;
+use crate::wakeup;
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::PgTryBuilder;
 use std::ffi::c_void;
 use std::panic::AssertUnwindSafe;
 
-pub fn register() {
+/// Registers the callbacks; from _PG_init, once.
+pub fn init() {
     // SAFETY: static callbacks registered once from _PG_init.
     unsafe {
         pg_sys::RegisterXactCallback(Some(xact_callback), std::ptr::null_mut());
@@ -61,7 +64,6 @@ fn pre_commit() -> Result<(), DgError> {
             DtState::Aborted => Err(DgError::RolledBack),
             DtState::Committing => Ok(()),
             DtState::Active => {
-                dt.state = DtState::Committing;
                 // SAFETY: reads whether the local transaction wrote.
                 let local_writes =
                     unsafe { pg_sys::GetTopTransactionIdIfAny() } != pg_sys::InvalidTransactionId;
@@ -100,10 +102,8 @@ fn at_abort() {
     // open, like a failed transaction block, until dist_rollback().
     let _ = with_slot(|slot| {
         if let Some(dt) = slot.as_mut().filter(|dt| dt.touched) {
-            dt.abort();
-            dt.state = DtState::Aborted;
+            dt.abort_and_fail();
             dt.touched = false;
-            dt.release_participants();
         }
         Ok(())
     });
@@ -141,12 +141,8 @@ unsafe extern "C-unwind" fn subxact_callback(
 /// rolls back every open remote transaction.
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn at_exit(_code: i32, _arg: pg_sys::Datum) {
-    DT.with(|slot| {
-        if let Ok(mut slot) = slot.try_borrow_mut() {
-            slot.take();
-        }
-    });
-    crate::remote::cache::close_all();
+    session::discard();
+    cache::close_all();
 }
 
 /// Runs cleanup that must not raise: any error or panic becomes a WARNING.
@@ -172,7 +168,7 @@ fn never_raise(f: impl FnOnce()) {
                 pg_sys::QueryCancelHoldoffCount = held.1;
                 pg_sys::CritSectionCount = held.2;
             }
-            crate::recovery::worker::request_pass();
+            wakeup::request_resolver_pass();
             let message = match &e {
                 CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => {
                     r.message().to_string()

@@ -4,62 +4,43 @@
 //! Every step that talks to several peers sends to all of them first and
 //! then collects, so a phase costs one round trip, not one per peer.
 
-use super::state::{protocol, DtState, Protocol, RemoteState, Scope, Work};
+use super::participant::Participant;
+use super::state::{protocol, DtState, PrepareAnswer, Protocol, RemoteState, Scope, Work};
+use super::statement::Statement;
 use crate::catalog;
 use crate::error::{DgError, DgResult};
 use crate::faults::{self, Point};
 use crate::fdw;
 use crate::gid::Gid;
-use crate::gucs;
+use crate::registry::Registration;
 use crate::remote::cache;
-use crate::remote::connection::{Connection, Outcome};
-use crate::remote::libpq::PgResult;
-use crate::remote::wait::{cleanup_deadline, deadline_after};
-use crate::stats;
+use crate::remote::connection::Outcome;
+use crate::remote::wait::{cleanup_deadline, statement_deadline};
+use crate::stats::{self, Event, Step};
+use crate::wakeup;
 use pgrx::pg_sys;
 use std::time::Instant;
 
 /// Asked of a participant that only ran queries: did they write anyway
 /// (a volatile function, a row lock)? Works on every supported peer.
-const WROTE_QUERY: &str = "SELECT txid_current_if_assigned() IS NOT NULL";
-
-pub struct Participant {
-    pub conn: Connection,
-    pub state: RemoteState,
-    /// Local nesting level the remote side mirrors: 0 before BEGIN, 1 in
-    /// the transaction, n with savepoints up to level n.
-    pub depth: i32,
-    pub work: Work,
-    gid: Option<String>,
-}
+const WROTE_QUERY: &str = "SELECT pg_catalog.txid_current_if_assigned() IS NOT NULL";
 
 pub struct Dt {
-    pub id: String,
-    pub scope: Scope,
-    pub state: DtState,
-    pub participants: Vec<Participant>,
+    pub(super) id: String,
+    pub(super) scope: Scope,
+    pub(super) state: DtState,
+    pub(super) participants: Vec<Participant>,
     /// Session scope: the current local transaction ran dg calls, so its
     /// abort aborts the DT.
-    pub touched: bool,
+    pub(super) touched: bool,
     /// How the prepare phase committed, once it ran.
-    pub protocol: Option<Protocol>,
+    protocol: Option<Protocol>,
+    /// When the decision row began to be written: the decision step lasts
+    /// until the local commit has made it durable.
+    deciding_since: Option<Instant>,
     begin_sql: String,
     /// Published to the deadlock detector while the DT lives.
-    _registration: crate::deadlock::Registration,
-}
-
-fn savepoint(level: i32) -> String {
-    format!("dg_sp_{level}")
-}
-
-/// The deadline for one statement the user waits on.
-pub fn statement_deadline() -> Option<Instant> {
-    deadline_after(gucs::remote_statement_timeout())
-}
-
-fn nest_level() -> i32 {
-    // SAFETY: reads the current transaction's nesting level.
-    unsafe { pg_sys::GetCurrentTransactionNestLevel() }
+    _registration: Registration,
 }
 
 /// `BEGIN` with the local transaction's isolation level and access mode,
@@ -122,7 +103,7 @@ fn broadcast_split(
 }
 
 impl Dt {
-    pub fn new(id: String, scope: Scope) -> Dt {
+    pub(super) fn new(id: String, scope: Scope) -> Dt {
         Dt {
             id,
             scope,
@@ -130,28 +111,22 @@ impl Dt {
             participants: Vec::new(),
             touched: false,
             protocol: None,
+            deciding_since: None,
             begin_sql: begin_statement(),
-            _registration: crate::deadlock::Registration::enter(),
+            _registration: Registration::enter(),
         }
     }
 
     /// Participants began READ ONLY (the local transaction was read-only
     /// when the DT started): what runs there writes nothing durable.
-    pub fn read_only(&self) -> bool {
+    pub(super) fn read_only(&self) -> bool {
         self.begin_sql.ends_with(" READ ONLY")
     }
 
-    /// Runs one statement on `node` as the current role, joining the node
-    /// to the DT first. `on_tuples` streams the rows of a query; anything
-    /// else counts as a write.
-    pub fn run(
-        &mut self,
-        node: &str,
-        sql: &str,
-        params: &[Option<String>],
-        on_tuples: Option<&mut dyn FnMut(&PgResult)>,
-    ) -> DgResult<i64> {
-        let target = fdw::lookup(node)?;
+    /// Runs `stmt` on its node as the current role, joining the node to
+    /// the DT first.
+    pub(super) fn run(&mut self, stmt: Statement) -> DgResult<i64> {
+        let target = fdw::lookup(stmt.node)?;
         let idx = match self
             .participants
             .iter()
@@ -160,13 +135,7 @@ impl Dt {
             Some(i) => i,
             None => {
                 let conn = cache::take(&target)?;
-                self.participants.push(Participant {
-                    conn,
-                    state: RemoteState::Open,
-                    depth: 0,
-                    work: Work::Read,
-                    gid: None,
-                });
+                self.participants.push(Participant::new(conn));
                 self.participants.len() - 1
             }
         };
@@ -174,15 +143,19 @@ impl Dt {
         let p = &mut self.participants[idx];
         // A READ ONLY remote transaction may still write temporary tables;
         // the prepare phase asks a reader whether it did.
-        if on_tuples.is_none() && !read_only {
+        if stmt.rows.is_none() && !read_only {
             p.work = Work::Write;
         }
-        p.run(&self.begin_sql, sql, params, on_tuples)
+        let started = Instant::now();
+        let ran = p.run(&self.begin_sql, stmt);
+        stats::time(Step::Statement, started.elapsed());
+        ran
     }
 
     /// The prepare phase. `local_must_agree`: the local transaction's
     /// commit must decide the DT together with the peers.
-    pub fn prepare(&mut self, local_must_agree: bool) -> DgResult<()> {
+    pub(super) fn prepare(&mut self, local_must_agree: bool) -> DgResult<()> {
+        self.state.begin_commit();
         faults::hit(Point::BeforePrepare);
         let deadline = statement_deadline();
         let open = |p: &Participant| p.state == RemoteState::Open;
@@ -212,16 +185,7 @@ impl Dt {
         self.protocol = Some(chosen);
         match chosen {
             Protocol::ReadOnly | Protocol::OnePhase => self.commit_one_phase(deadline),
-            Protocol::TwoPhase => {
-                let started = Instant::now();
-                let prepared = self.prepare_two_phase(deadline);
-                let took = stats::micros(started.elapsed());
-                stats::add(|s| {
-                    s.prepare_count += 1;
-                    s.prepare_us += took;
-                });
-                prepared
-            }
+            Protocol::TwoPhase => self.prepare_two_phase(deadline),
         }
     }
 
@@ -234,7 +198,7 @@ impl Dt {
         let mut first_error = None;
         for (p, r) in self.participants.iter_mut().zip(results) {
             if let Some(r) = r {
-                p.state = RemoteState::Ended;
+                p.state.end();
                 if let (Err(e), Work::Write) = (r, p.work) {
                     first_error.get_or_insert(e);
                 }
@@ -262,6 +226,7 @@ impl Dt {
                 p.gid = Some(gid.to_string());
             }
         }
+        let started = Instant::now();
         let results =
             broadcast_split(
                 &mut self.participants,
@@ -276,20 +241,26 @@ impl Dt {
         let mut first_error = None;
         for (p, r) in self.participants.iter_mut().zip(results) {
             let Some(r) = r else { continue };
-            p.state = match (&r, &p.gid) {
-                // A peer that answered with an error rolled the transaction back.
-                (Err(DgError::Remote(_)), _) | (_, None) => RemoteState::Ended,
-                // Prepared, or unknown because the connection failed: the
-                // abort path and the resolver both handle "maybe prepared".
-                (_, Some(_)) => RemoteState::Prepared,
-            };
-            if let (Err(e), Some(_)) = (r, &p.gid) {
+            if p.gid.is_none() {
+                // A reader, committed in the same round trip.
+                p.state.end();
+                continue;
+            }
+            p.state.prepare_sent();
+            p.state.prepare_answered(match &r {
+                Ok(_) => PrepareAnswer::Prepared,
+                Err(DgError::Remote(_)) => PrepareAnswer::Refused,
+                Err(_) => PrepareAnswer::Unknown,
+            });
+            if let Err(e) = r {
                 first_error.get_or_insert(e);
             }
         }
+        stats::time(Step::Prepare, started.elapsed());
         if let Some(e) = first_error {
             return Err(e);
         }
+        self.deciding_since = Some(Instant::now());
         catalog::record_decision(xid, &self.id);
         faults::hit(Point::AfterDecision);
         Ok(())
@@ -297,8 +268,9 @@ impl Dt {
 
     /// After the local commit: COMMIT PREPARED everywhere. Never raises; a
     /// peer that cannot be finished now is left to the resolver.
-    pub fn finish(&mut self) {
-        if self.protocol == Some(Protocol::TwoPhase) {
+    pub(super) fn finish(&mut self) {
+        if let Some(since) = self.deciding_since {
+            stats::time(Step::Decision, since.elapsed());
             faults::hit(Point::AfterLocalCommit);
         }
         let started = Instant::now();
@@ -312,26 +284,25 @@ impl Dt {
             },
         );
         for (p, r) in self.participants.iter_mut().zip(results) {
-            settle_prepared(&p.conn.node, "commit", r);
-            p.state = RemoteState::Ended;
-        }
-        let took = stats::micros(started.elapsed());
-        let two_phase = self.protocol == Some(Protocol::TwoPhase);
-        stats::add(|s| {
-            if two_phase {
-                s.committed_2pc += 1;
-                s.finish_count += 1;
-                s.finish_us += took;
-            } else if self.protocol.is_some() {
-                s.committed_1pc += 1;
+            if r.is_some() {
+                settle_prepared(&p.conn.node, "commit", r);
+                p.state.end();
             }
-        });
+        }
+        match self.protocol {
+            Some(Protocol::TwoPhase) => {
+                stats::time(Step::Finish, started.elapsed());
+                stats::count(Event::Committed2pc);
+            }
+            Some(_) => stats::count(Event::Committed1pc),
+            None => {}
+        }
     }
 
     /// Rolls every participant back, prepared or not. Never raises.
-    pub fn abort(&mut self) {
+    pub(super) fn abort(&mut self) {
         if !self.participants.is_empty() {
-            stats::add(|s| s.aborted += 1);
+            stats::count(Event::Aborted);
         }
         let deadline = cleanup_deadline();
         for p in self.participants.iter_mut().filter(|p| p.conn.busy) {
@@ -339,23 +310,26 @@ impl Dt {
         }
         let results = broadcast(&mut self.participants, deadline, |p| match p.state {
             RemoteState::Open => Some("ROLLBACK".to_string()),
-            RemoteState::Prepared => Some(format!(
+            RemoteState::Preparing | RemoteState::Prepared => Some(format!(
                 "ROLLBACK PREPARED '{}'",
                 p.gid.as_deref().unwrap_or_default()
             )),
             RemoteState::Ended => None,
         });
         for (p, r) in self.participants.iter_mut().zip(results) {
-            if p.state == RemoteState::Prepared {
+            if r.is_none() {
+                continue;
+            }
+            if p.state.maybe_prepared() {
                 settle_prepared(&p.conn.node, "roll back", r);
             }
-            p.state = RemoteState::Ended;
+            p.state.end();
         }
     }
 
     /// Local subtransaction `level` commits: release its savepoints.
-    pub fn release_savepoints(&mut self, level: i32) -> DgResult<()> {
-        let name = savepoint(level);
+    pub(super) fn release_savepoints(&mut self, level: i32) -> DgResult<()> {
+        let name = super::participant::savepoint(level);
         let results = broadcast(&mut self.participants, statement_deadline(), |p| {
             (p.depth >= level).then(|| format!("RELEASE SAVEPOINT {name}"))
         });
@@ -373,9 +347,9 @@ impl Dt {
 
     /// Local subtransaction `level` aborts: undo its remote work. Never
     /// raises; a participant that cannot be rolled back aborts the DT.
-    pub fn rollback_savepoints(&mut self, level: i32) {
+    pub(super) fn rollback_savepoints(&mut self, level: i32) {
         let deadline = cleanup_deadline();
-        let name = savepoint(level);
+        let name = super::participant::savepoint(level);
         let mut failed = false;
         for p in self
             .participants
@@ -395,71 +369,37 @@ impl Dt {
             }
         }
         if failed {
-            self.state = DtState::Aborted;
+            self.state.fail();
         }
     }
 
     /// Hands the connections back to the cache; the DT is over.
-    pub fn release(mut self) {
+    pub(super) fn release(mut self) {
         self.release_participants();
     }
 
     /// Hands the participants' connections back to the cache and forgets
     /// them; the DT itself stays (aborted, until rolled back).
-    pub fn release_participants(&mut self) {
+    pub(super) fn release_participants(&mut self) {
         for p in std::mem::take(&mut self.participants) {
             cache::give_back(p.conn);
         }
+        stats::flush_requests();
     }
 
-    pub fn nodes(&self) -> Vec<String> {
+    /// Rolls back on every participant and fails the DT, which stays
+    /// until the block or `dist_rollback()` ends it.
+    pub(super) fn abort_and_fail(&mut self) {
+        self.abort();
+        self.state.fail();
+        self.release_participants();
+    }
+
+    pub(super) fn nodes(&self) -> Vec<String> {
         self.participants
             .iter()
             .map(|p| p.conn.node.clone())
             .collect()
-    }
-}
-
-impl Participant {
-    /// What brings the remote side to the local nesting `level`: BEGIN
-    /// and the savepoints it lacks.
-    fn catch_up(&mut self, begin_sql: &str, level: i32) -> Vec<String> {
-        let mut stmts = Vec::new();
-        if self.depth == 0 {
-            stmts.push(begin_sql.to_string());
-            self.depth = 1;
-        }
-        while self.depth < level {
-            self.depth += 1;
-            stmts.push(format!("SAVEPOINT {}", savepoint(self.depth)));
-        }
-        stmts
-    }
-
-    /// Runs one statement with parameters, preceded in the same round trip
-    /// by whatever mirrors the local nesting; a statement that ends the
-    /// remote transaction (COMMIT, ROLLBACK) is refused after the fact.
-    fn run(
-        &mut self,
-        begin_sql: &str,
-        sql: &str,
-        params: &[Option<String>],
-        on_tuples: Option<&mut dyn FnMut(&PgResult)>,
-    ) -> DgResult<i64> {
-        let deadline = statement_deadline();
-        let prelude = self.catch_up(begin_sql, nest_level());
-        self.conn.send_after(&prelude, sql, params, deadline)?;
-        if on_tuples.is_some() {
-            self.conn.stream_rows();
-        }
-        let out = self.conn.collect(deadline, on_tuples)?;
-        if !self.conn.in_transaction() {
-            return Err(DgError::Unsupported(format!(
-                "a statement run through dg ended the transaction on node \"{}\"",
-                self.conn.node
-            )));
-        }
-        Ok(out.rows_affected)
     }
 }
 
@@ -472,8 +412,10 @@ fn settle_prepared(node: &str, action: &'static str, r: Option<DgResult<Outcome>
         Some(Err(DgError::Remote(e))) if e.is_undefined_object() => return,
         Some(Err(e)) => e,
     };
-    stats::add(|s| s.finish_failures += 1);
-    crate::recovery::worker::request_pass();
+    stats::count(Event::FinishFailure {
+        reachable: !e.is_unreachable(),
+    });
+    wakeup::request_resolver_pass();
     DgError::Unfinished {
         node: node.to_string(),
         action,

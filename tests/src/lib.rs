@@ -134,10 +134,19 @@ fn create_database(node: &Node, name: &str) {
 /// `peer1..peerN`, with a PUBLIC user mapping as `postgres`. For a second
 /// coordinator sharing a cluster's peers.
 pub fn coordinate(coordinator: &Node, name: &str, peers: &[Node]) {
+    coordinate_at(coordinator, name, peers, None)
+}
+
+/// `coordinate`, with dg installed at `version` (None: the default).
+pub fn coordinate_at(coordinator: &Node, name: &str, peers: &[Node], version: Option<&str>) {
     create_database(coordinator, name);
     let mut c = coordinator.client(name);
-    c.batch_execute("CREATE EXTENSION dg")
-        .expect("CREATE EXTENSION dg");
+    let create = match version {
+        Some(v) => format!("CREATE EXTENSION dg VERSION '{v}'"),
+        None => "CREATE EXTENSION dg".to_string(),
+    };
+    c.batch_execute(&create)
+        .unwrap_or_else(|e| panic!("{create}: {e}"));
     for (i, peer) in peers.iter().enumerate() {
         c.batch_execute(&format!(
             "CREATE SERVER peer{n} FOREIGN DATA WRAPPER dg
@@ -480,10 +489,15 @@ impl Cluster {
     /// independent (pg_stat_activity and dg.decisions are filtered or kept
     /// per database).
     pub fn db(&self, name: &str) -> Db<'_> {
+        self.db_at(name, None)
+    }
+
+    /// `db`, with dg installed at `version` (None: the default).
+    pub fn db_at(&self, name: &str, version: Option<&str>) -> Db<'_> {
         for node in &self.peers {
             create_database(node, name);
         }
-        coordinate(&self.coordinator, name, &self.peers);
+        coordinate_at(&self.coordinator, name, &self.peers, version);
         Db {
             cluster: self,
             name: name.to_string(),

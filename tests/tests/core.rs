@@ -652,3 +652,53 @@ fn refuses_to_load_without_preload() {
         error_text(&err)
     );
 }
+
+/// A server changed by another session while a DT uses the node reaches
+/// that DT's connection even when the coordinator reads the change during
+/// COMMIT (the decision INSERT takes a lock, which processes invalidation
+/// messages while the DT is being committed): the connection is closed
+/// when the DT ends, and the next DT connects with the new options.
+#[test]
+fn server_changed_during_a_dt_reaches_its_connection() {
+    let db = bank("invalidation");
+    let mut a = db.coord();
+    let shown = |c: &mut postgres::Client| -> String {
+        c.query_one(
+            "SELECT s FROM dg.dist_query('peer1', 'SHOW statement_timeout') AS t(s text)",
+            &[],
+        )
+        .expect("SHOW through dg")
+        .get(0)
+    };
+    assert_eq!(shown(&mut a), "0");
+    a.batch_execute("BEGIN").unwrap();
+    dist_exec_each(
+        &mut a,
+        &["peer1", "peer2"],
+        "UPDATE accounts SET balance = balance + 1 WHERE id = 1",
+    );
+    db.coord()
+        .batch_execute("ALTER SERVER peer1 OPTIONS (ADD options '-c statement_timeout=4242')")
+        .unwrap();
+    a.batch_execute("COMMIT").unwrap();
+    let cached: Vec<bool> = a
+        .query(
+            "SELECT valid FROM dg.connections() WHERE node = 'peer1'",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        cached.is_empty(),
+        "the changed server's connection went back to the cache: valid = {cached:?}"
+    );
+    assert_eq!(
+        shown(&mut a),
+        "4242ms",
+        "the next DT kept the old connection"
+    );
+    assert_eq!(db.balance(1, 1), 1001);
+    assert_eq!(db.balance(2, 1), 1001);
+}

@@ -1,108 +1,17 @@
-//! The SQL functions of DESIGN §2: check arguments, delegate, raise errors
-//! with their SQLSTATE. Their SQL declarations live in sql/dg.sql.
+//! `dg.dist_query()`: a hand-written set-returning function, dblink
+//! style, because its row type comes from the caller's column definition
+//! list, which `#[pg_extern]` cannot express.
 
-use crate::error::{DgError, DgResult};
+use super::guards::{node_name, ok, param_values, refuse_in_parallel_mode, required};
+use crate::error::DgError;
 use crate::remote::libpq::PgResult;
-use crate::xact;
+use crate::xact::session;
+use crate::xact::statement::Statement;
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use pgrx::{Array, PgLogLevel};
 use std::ffi::{c_char, CStr};
-
-fn ok<T>(r: DgResult<T>) -> T {
-    r.unwrap_or_else(|e| e.raise())
-}
-
-fn required<T>(value: Option<T>, name: &'static str) -> T {
-    value.unwrap_or_else(|| DgError::NullArgument(name).raise())
-}
-
-fn node_name(node: Option<&CStr>) -> String {
-    required(node, "node").to_string_lossy().into_owned()
-}
-
-fn param_values(params: Option<Array<'_, String>>) -> Vec<Option<String>> {
-    required(params, "params").iter().collect()
-}
-
-/// dg's functions are PARALLEL UNSAFE, but a function that wraps them
-/// may be declared otherwise. A parallel worker's transaction ends with
-/// the leader's, which knows nothing of the worker's participants: their
-/// work would be dropped when the worker exits. So refuse up front.
-pub(crate) fn refuse_in_parallel_mode(function: &'static str) {
-    // SAFETY: reads the current transaction's parallel-mode flag.
-    if unsafe { pg_sys::IsInParallelMode() } {
-        DgError::InParallelMode(function).raise()
-    }
-}
-
-#[pg_extern(sql = false)]
-fn dist_begin() -> String {
-    refuse_in_parallel_mode("dg.dist_begin()");
-    ok(xact::begin())
-}
-
-#[pg_extern(sql = false)]
-fn dist_exec(node: Option<&CStr>, sql: Option<&str>, params: Option<Array<'_, String>>) -> i64 {
-    refuse_in_parallel_mode("dg.dist_exec()");
-    let node = node_name(node);
-    let sql = required(sql, "sql");
-    let params = param_values(params);
-    ok(xact::run(&node, sql, &params, None))
-}
-
-#[pg_extern(sql = false)]
-fn dist_commit() {
-    refuse_in_parallel_mode("dg.dist_commit()");
-    ok(xact::commit())
-}
-
-#[pg_extern(sql = false)]
-fn dist_rollback() {
-    refuse_in_parallel_mode("dg.dist_rollback()");
-    if !ok(xact::rollback()) {
-        pgrx::warning!("there is no distributed transaction in progress");
-    }
-}
-
-// pgrx reads the row type from the signature, so it must be written inline.
-#[allow(clippy::type_complexity)]
-#[pg_extern(sql = false)]
-fn dist_status() -> TableIterator<
-    'static,
-    (
-        name!(id, Option<String>),
-        name!(state, String),
-        name!(scope, Option<String>),
-        name!(participants, Vec<String>),
-    ),
-> {
-    let row = match xact::status() {
-        Some(s) => (
-            Some(s.id),
-            s.state.to_string(),
-            Some(s.scope.to_string()),
-            s.nodes,
-        ),
-        None => (None, "none".to_string(), None, Vec::new()),
-    };
-    TableIterator::once(row)
-}
-
-#[pg_extern(sql = false)]
-fn disconnect(node: Option<&CStr>) -> bool {
-    let node = node_name(node);
-    if xact::uses_node(&node) {
-        DgError::NodeInUse(node).raise()
-    }
-    crate::remote::cache::close_node(&node) > 0
-}
-
-#[pg_extern(sql = false)]
-fn disconnect_all() -> i32 {
-    crate::remote::cache::close_all() as i32
-}
 
 /// Declares the V1 calling convention for a hand-written C function.
 macro_rules! pg_function_info_v1 {
@@ -141,8 +50,13 @@ pub unsafe extern "C-unwind" fn dist_query(fcinfo: pg_sys::FunctionCallInfo) -> 
     let params = param_values(params);
     // SAFETY: as above; the sink is built from the caller's resultinfo.
     let mut sink = unsafe { RowSink::new(fcinfo) };
-    let mut on_tuples = |res: &PgResult| sink.put(&node, res);
-    ok(xact::run(&node, sql, &params, Some(&mut on_tuples)));
+    let mut rows = |res: &PgResult| sink.put(&node, res);
+    ok(session::run(Statement {
+        node: &node,
+        sql,
+        params: &params,
+        rows: Some(&mut rows),
+    }));
     pg_sys::Datum::from(0)
 }
 
@@ -223,13 +137,4 @@ impl RowSink {
             }
         }
     }
-}
-
-#[pg_extern(sql = false)]
-fn resolve(node: Option<&CStr>, gid: Option<&str>, commit: Option<bool>) -> String {
-    refuse_in_parallel_mode("dg.resolve()");
-    let node = node_name(node);
-    let gid = required(gid, "gid");
-    let commit = required(commit, "commit");
-    ok(crate::recovery::resolve(&node, gid, commit))
 }

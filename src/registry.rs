@@ -1,11 +1,14 @@
-//! Shared memory the detector and the backends meet in: each backend's
-//! current DT (so the detector can tell which local backends run DTs, how
-//! old they are, and which of them wait on a peer for long), the
-//! cancellations the detector asks for, and the running detectors.
+//! The shared-memory DT registry, where the backends and the deadlock
+//! detectors meet: each backend's current DT (so a detector can tell which
+//! local backends run DTs, how old they are, and which of them wait on a
+//! peer for long), the cancellations a detector asks for, and the running
+//! detectors. A low layer: `xact` publishes into it, `deadlock` reads it,
+//! and neither imports the other.
 //!
 //! A DT is known by (pid, seq): a cancellation names both, so a backend
 //! that has since moved on to another DT is left alone.
 
+use pgrx::bgworkers::BackgroundWorkerBuilder;
 use pgrx::lwlock::PgLwLock;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -100,7 +103,7 @@ fn now() -> i64 {
 
 /// Publishes this backend's new DT. Returns true when its database has no
 /// detector and this backend has claimed the job of starting one.
-pub fn enter() -> bool {
+fn enter() -> bool {
     // SAFETY: reads the backend's own PGPROC and ids.
     let (procno, pid, database) = unsafe {
         (
@@ -131,8 +134,43 @@ pub fn enter() -> bool {
     r.claim_detector(database, started)
 }
 
+/// Held by a DT for its life: publishes it, and starts its database's
+/// deadlock detector if none runs.
+pub struct Registration(());
+
+impl Registration {
+    pub fn enter() -> Registration {
+        if enter() {
+            launch_detector();
+        }
+        Registration(())
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        leave();
+    }
+}
+
+/// Starts the detector of the current database (`dg_deadlock_detector`
+/// in `deadlock::detector`, found by name). If no worker slot is free the
+/// claim expires and a later DT tries again.
+fn launch_detector() {
+    // SAFETY: reads the backend's database.
+    let database = unsafe { pg_sys::MyDatabaseId };
+    let _ = BackgroundWorkerBuilder::new("dg deadlock detector")
+        .set_type("dg deadlock detector")
+        .set_library("dg")
+        .set_function("dg_deadlock_detector")
+        .set_argument(Some(pg_sys::Datum::from(database)))
+        .enable_spi_access()
+        .set_restart_time(None)
+        .load_dynamic();
+}
+
 /// This backend's DT is over.
-pub fn leave() {
+fn leave() {
     if let Some((procno, _)) = CURRENT.with(|c| c.take()) {
         let mut r = REGISTRY.exclusive();
         r.slots[procno].active = false;

@@ -1,8 +1,12 @@
-//! Set-returning functions behind dg's monitoring functions and views.
+//! Set-returning functions behind dg's monitoring functions and views,
+//! and `dg.recover()`.
 
-use crate::error::DgError;
+use super::guards::{check_recovery_caller, refuse_in_parallel_mode};
+use crate::gid::Gid;
+use crate::recovery::pass;
 use crate::remote::cache;
-use crate::xact;
+use crate::stats;
+use crate::xact::session;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
@@ -21,22 +25,22 @@ fn connections() -> TableIterator<
     ),
 > {
     let mut rows = Vec::new();
-    xact::for_each_connection(|c, state| {
+    session::for_each_connection(|c, state, valid| {
         rows.push((
             c.node.clone(),
             c.remote_user(),
             state.to_string(),
             c.backend_pid(),
-            !c.invalidated,
+            valid,
         ))
     });
-    cache::for_each(|c| {
+    cache::for_each_idle(|c, valid| {
         rows.push((
             c.node.clone(),
             c.remote_user(),
             "idle".to_string(),
             c.backend_pid(),
-            !c.invalidated,
+            valid,
         ))
     });
     TableIterator::new(rows)
@@ -57,7 +61,7 @@ fn gid_info(
         name!(user_mapping, pg_sys::Oid),
     ),
 > {
-    TableIterator::new(crate::gid::Gid::parse(gid).map(|g| {
+    TableIterator::new(Gid::parse(gid).map(|g| {
         (
             g.coordinator,
             pg_sys::Oid::from(g.database),
@@ -65,22 +69,6 @@ fn gid_info(
             pg_sys::Oid::from(g.mapping),
         )
     }))
-}
-
-/// Who may decide in-doubt transactions, and where. EXECUTE is revoked
-/// from PUBLIC, but a grant must not let a non-superuser finish other
-/// roles' prepared transactions (recovery uses the mapping each GID
-/// names) or list them. A standby shares the primary's coordinator id but
-/// sees its transactions late: it would roll back DTs that are committing.
-fn check_recovery_caller(function: &'static str) {
-    // SAFETY: plain catalog lookup of the current user.
-    if !unsafe { pg_sys::superuser() } {
-        DgError::SuperuserOnly(function).raise()
-    }
-    // SAFETY: reads shared memory state.
-    if unsafe { pg_sys::RecoveryInProgress() } {
-        DgError::OnStandby(function).raise()
-    }
 }
 
 /// `dg.recover()`: one resolver pass, now.
@@ -96,13 +84,11 @@ fn recover() -> TableIterator<
     ),
 > {
     check_recovery_caller("dg.recover()");
-    crate::api::refuse_in_parallel_mode("dg.recover()");
-    TableIterator::new(
-        crate::recovery::pass()
-            .0
-            .into_iter()
-            .map(|(node, gid, action, result)| (node, gid, action.to_string(), result)),
-    )
+    refuse_in_parallel_mode("dg.recover()");
+    TableIterator::new(pass::pass().0.into_iter().map(|r| {
+        let result = r.outcome.describe();
+        (r.node, r.gid, r.action.name().to_string(), result)
+    }))
 }
 
 /// Behind the `dg.in_doubt` view.
@@ -119,14 +105,15 @@ fn in_doubt_transactions() -> TableIterator<
 > {
     check_recovery_caller("dg.in_doubt_transactions()");
     TableIterator::new(
-        crate::recovery::scan()
+        pass::scan()
             .0
             .into_iter()
             .map(|t| (t.node, t.gid, t.prepared, t.action.name().to_string())),
     )
 }
 
-/// Behind the `dg.stats` view.
+/// Behind the `dg.stats` view: the counters, and what the last resolver
+/// passes left in doubt (the oldest PREPARE in µs since the Unix epoch).
 #[allow(clippy::type_complexity)]
 #[pg_extern(sql = false)]
 fn stats_counters() -> TableIterator<
@@ -136,30 +123,59 @@ fn stats_counters() -> TableIterator<
         name!(committed_1pc, i64),
         name!(aborted, i64),
         name!(finish_failures, i64),
+        name!(finish_failures_unreachable, i64),
         name!(resolver_commits, i64),
         name!(resolver_aborts, i64),
-        name!(prepare_count, i64),
-        name!(prepare_us, i64),
-        name!(finish_count, i64),
-        name!(finish_us, i64),
         name!(remote_requests, i64),
         name!(deadlocks, i64),
+        name!(in_doubt, i64),
+        name!(oldest_in_doubt_us, Option<i64>),
     ),
 > {
-    let c = crate::stats::snapshot();
+    let c = stats::snapshot();
     let n = |v: u64| v as i64;
     TableIterator::once((
         n(c.committed_2pc),
         n(c.committed_1pc),
         n(c.aborted),
         n(c.finish_failures),
+        n(c.finish_failures_unreachable),
         n(c.resolver_commits),
         n(c.resolver_aborts),
-        n(c.prepare_count),
-        n(c.prepare_us),
-        n(c.finish_count),
-        n(c.finish_us),
         n(c.remote_requests),
         n(c.deadlocks),
+        n(c.in_doubt),
+        c.oldest_in_doubt,
     ))
+}
+
+/// Behind the `dg.stats` view: one row per timed step, in microseconds.
+#[allow(clippy::type_complexity)]
+#[pg_extern(sql = false)]
+fn stats_steps() -> TableIterator<
+    'static,
+    (
+        name!(step, &'static str),
+        name!(calls, i64),
+        name!(total_us, i64),
+        name!(min_us, i64),
+        name!(max_us, i64),
+    ),
+> {
+    let steps = stats::snapshot().steps;
+    TableIterator::new(stats::STEP_NAMES.into_iter().zip(steps).map(|(name, t)| {
+        (
+            name,
+            t.calls as i64,
+            t.total_us as i64,
+            t.min_us as i64,
+            t.max_us as i64,
+        )
+    }))
+}
+
+/// `dg.stats_reset()`: zeroes `dg.stats` (superuser unless granted).
+#[pg_extern(sql = false)]
+fn stats_reset() {
+    stats::reset();
 }

@@ -1,0 +1,195 @@
+-- dg 0.1.0, as released (sql/dg.sql of that release, unchanged since): kept so
+-- that CREATE EXTENSION dg VERSION '0.1.0' and ALTER EXTENSION dg UPDATE work.
+-- Never edit: changes go into the upgrade scripts dg--<from>--<to>.sql.
+
+-- dg's SQL objects. CREATE EXTENSION creates the schema dg (dg.control).
+-- Every object carries a COMMENT: \dt+, \df+ and \dv+ document dg.
+
+GRANT USAGE ON SCHEMA dg TO PUBLIC;
+
+-- Tables -------------------------------------------------------------------
+
+CREATE TABLE dg.coordinator (
+    id uuid NOT NULL DEFAULT gen_random_uuid(),
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton)
+);
+INSERT INTO dg.coordinator DEFAULT VALUES;
+COMMENT ON TABLE dg.coordinator IS
+    'This installation''s identity: the UUID that starts every GID it prepares.';
+COMMENT ON COLUMN dg.coordinator.id IS 'Coordinator UUID, made at CREATE EXTENSION.';
+COMMENT ON COLUMN dg.coordinator.singleton IS 'Keeps the table to one row.';
+
+CREATE TABLE dg.decisions (
+    xid bigint PRIMARY KEY,
+    dt_id text NOT NULL,
+    decided_at timestamptz NOT NULL DEFAULT now()
+);
+REVOKE ALL ON dg.coordinator, dg.decisions FROM PUBLIC;
+COMMENT ON TABLE dg.decisions IS
+    'Commit decisions of two-phase distributed transactions: a row means commit, no row means abort.';
+COMMENT ON COLUMN dg.decisions.xid IS
+    'Full transaction id of the local transaction that decided; it also appears in the GIDs.';
+COMMENT ON COLUMN dg.decisions.dt_id IS 'The distributed transaction id dist_begin() returned.';
+COMMENT ON COLUMN dg.decisions.decided_at IS 'When the decision was written.';
+
+-- Nodes --------------------------------------------------------------------
+
+CREATE FUNCTION dg.dg_fdw_validator(options text[], catalog oid) RETURNS void
+    LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'dg_fdw_validator_wrapper';
+COMMENT ON FUNCTION dg.dg_fdw_validator(text[], oid) IS
+    'Accepts libpq connection keywords: server-side ones on servers, user, password and ssl credentials on user mappings.';
+
+CREATE FOREIGN DATA WRAPPER dg VALIDATOR dg.dg_fdw_validator;
+COMMENT ON FOREIGN DATA WRAPPER dg IS 'Peers of dg: one foreign server per node, credentials in user mappings.';
+
+CREATE VIEW dg.nodes AS
+SELECT s.srvname AS node,
+       w.fdwname AS wrapper,
+       ARRAY(SELECT o FROM unnest(s.srvoptions) AS o
+             WHERE split_part(o, '=', 1) NOT IN ('password', 'sslpassword')) AS options,
+       um.remote_user,
+       has_server_privilege(s.oid, 'USAGE') AS usable
+FROM pg_foreign_server s
+JOIN pg_foreign_data_wrapper w ON w.oid = s.srvfdw
+LEFT JOIN LATERAL (
+    SELECT (SELECT substr(o, 6) FROM unnest(m.umoptions) AS o WHERE o LIKE 'user=%') AS remote_user
+    FROM pg_user_mappings m
+    WHERE m.srvid = s.oid
+      AND m.umuser IN (0, (SELECT oid FROM pg_roles WHERE rolname = current_user))
+    ORDER BY m.umuser DESC
+    LIMIT 1
+) um ON true
+WHERE w.fdwname IN ('dg', 'postgres_fdw');
+GRANT SELECT ON dg.nodes TO PUBLIC;
+COMMENT ON VIEW dg.nodes IS
+    'Servers usable as dg nodes (of wrapper dg or postgres_fdw). Passwords are never shown.';
+COMMENT ON COLUMN dg.nodes.node IS 'Server name, as passed to dist_exec and dist_query.';
+COMMENT ON COLUMN dg.nodes.wrapper IS 'dg or postgres_fdw.';
+COMMENT ON COLUMN dg.nodes.options IS 'Server options (host, port, dbname, ...).';
+COMMENT ON COLUMN dg.nodes.remote_user IS
+    'Remote user of the mapping the current role would use (its own, else PUBLIC); null when none is visible.';
+COMMENT ON COLUMN dg.nodes.usable IS 'Whether the current role has USAGE on the server.';
+
+-- Distributed transactions -------------------------------------------------
+
+CREATE FUNCTION dg.dist_begin() RETURNS text
+    LANGUAGE c AS 'MODULE_PATHNAME', 'dist_begin_wrapper';
+COMMENT ON FUNCTION dg.dist_begin() IS
+    'Starts a distributed transaction and returns its id: bound to the transaction block inside one, spanning statements outside.';
+
+CREATE FUNCTION dg.dist_exec(node name, sql text, VARIADIC params text[] DEFAULT '{}') RETURNS bigint
+    LANGUAGE c AS 'MODULE_PATHNAME', 'dist_exec_wrapper';
+COMMENT ON FUNCTION dg.dist_exec(name, text, text[]) IS
+    'Runs one statement on a node inside the distributed transaction, with $1, $2, ... bound to params; returns rows affected.';
+
+CREATE FUNCTION dg.dist_query(node name, sql text, VARIADIC params text[] DEFAULT '{}') RETURNS SETOF record
+    LANGUAGE c AS 'MODULE_PATHNAME', 'dist_query';
+COMMENT ON FUNCTION dg.dist_query(name, text, text[]) IS
+    'Runs a query on a node inside the distributed transaction; call as SELECT * FROM dg.dist_query(...) AS t(col type, ...).';
+
+CREATE FUNCTION dg.dist_commit() RETURNS void
+    LANGUAGE c AS 'MODULE_PATHNAME', 'dist_commit_wrapper';
+COMMENT ON FUNCTION dg.dist_commit() IS
+    'Commits the distributed transaction on every participant or on none. In a block it prepares now and the block''s COMMIT seals it.';
+
+CREATE FUNCTION dg.dist_rollback() RETURNS void
+    LANGUAGE c AS 'MODULE_PATHNAME', 'dist_rollback_wrapper';
+COMMENT ON FUNCTION dg.dist_rollback() IS 'Rolls the distributed transaction back on every participant.';
+
+CREATE FUNCTION dg.dist_status(OUT id text, OUT state text, OUT scope text, OUT participants text[])
+    RETURNS SETOF record ROWS 1
+    LANGUAGE c AS 'MODULE_PATHNAME', 'dist_status_wrapper';
+COMMENT ON FUNCTION dg.dist_status() IS
+    'This session''s distributed transaction: id, state (none, active, aborted, committing), scope (transaction, session) and participant nodes.';
+
+-- Connections --------------------------------------------------------------
+
+CREATE FUNCTION dg.connections(OUT node text, OUT remote_user text, OUT state text,
+                               OUT backend_pid integer, OUT valid boolean)
+    RETURNS SETOF record
+    LANGUAGE c AS 'MODULE_PATHNAME', 'connections_wrapper';
+COMMENT ON FUNCTION dg.connections() IS
+    'This session''s connections to nodes, cached or in use, with the remote backend''s pid.';
+
+CREATE FUNCTION dg.disconnect(node name) RETURNS boolean
+    LANGUAGE c AS 'MODULE_PATHNAME', 'disconnect_wrapper';
+COMMENT ON FUNCTION dg.disconnect(name) IS
+    'Closes this session''s cached connections to a node; false if there were none.';
+
+CREATE FUNCTION dg.disconnect_all() RETURNS integer
+    LANGUAGE c AS 'MODULE_PATHNAME', 'disconnect_all_wrapper';
+COMMENT ON FUNCTION dg.disconnect_all() IS 'Closes all of this session''s cached connections; returns how many.';
+
+CREATE FUNCTION dg.gid_info(gid text, OUT coordinator text, OUT database oid, OUT xid bigint, OUT user_mapping oid)
+    RETURNS SETOF record ROWS 1
+    LANGUAGE c STRICT IMMUTABLE AS 'MODULE_PATHNAME', 'gid_info_wrapper';
+COMMENT ON FUNCTION dg.gid_info(text) IS
+    'Splits a dg GID (as in pg_prepared_xacts on a peer) into coordinator, database, local xid and user mapping; no row for other GIDs.';
+
+-- Recovery -------------------------------------------------------------------
+-- Superuser only: these finish other sessions' (and for resolve, other
+-- coordinators') prepared transactions.
+
+CREATE FUNCTION dg.recover(OUT node text, OUT gid text, OUT action text, OUT result text)
+    RETURNS SETOF record
+    LANGUAGE c AS 'MODULE_PATHNAME', 'recover_wrapper';
+REVOKE ALL ON FUNCTION dg.recover() FROM PUBLIC;
+COMMENT ON FUNCTION dg.recover() IS
+    'One resolver pass now: commits in-doubt transactions with a decision row, rolls back those without, leaves those whose local transaction still runs.';
+
+CREATE FUNCTION dg.resolve(node name, gid text, commit boolean) RETURNS text
+    LANGUAGE c AS 'MODULE_PATHNAME', 'resolve_wrapper';
+REVOKE ALL ON FUNCTION dg.resolve(name, text, boolean) FROM PUBLIC;
+COMMENT ON FUNCTION dg.resolve(name, text, boolean) IS
+    'Manual resolution of a prepared transaction on a node, for a coordinator that is gone for good (superuser only).';
+
+CREATE FUNCTION dg.in_doubt_transactions(OUT node text, OUT gid text, OUT prepared text, OUT action text)
+    RETURNS SETOF record
+    LANGUAGE c AS 'MODULE_PATHNAME', 'in_doubt_transactions_wrapper';
+REVOKE ALL ON FUNCTION dg.in_doubt_transactions() FROM PUBLIC;
+COMMENT ON FUNCTION dg.in_doubt_transactions() IS 'Behind the dg.in_doubt view.';
+
+CREATE VIEW dg.in_doubt AS
+SELECT node, gid, prepared::timestamptz AS prepared, now() - prepared::timestamptz AS age, action
+FROM dg.in_doubt_transactions();
+COMMENT ON VIEW dg.in_doubt IS
+    'Prepared transactions of this coordinator database on every node, with the action the resolver will apply.';
+COMMENT ON COLUMN dg.in_doubt.node IS 'Node where the transaction is prepared.';
+COMMENT ON COLUMN dg.in_doubt.gid IS 'Its GID (see dg.gid_info).';
+COMMENT ON COLUMN dg.in_doubt.prepared IS 'When it was prepared, by the node''s clock.';
+COMMENT ON COLUMN dg.in_doubt.age IS 'How long it has been prepared.';
+COMMENT ON COLUMN dg.in_doubt.action IS
+    'leave (its local transaction still runs), commit (a decision row exists) or rollback (none: presumed abort).';
+
+-- Monitoring -----------------------------------------------------------------
+
+CREATE FUNCTION dg.stats_counters(OUT committed_2pc bigint, OUT committed_1pc bigint, OUT aborted bigint,
+                                  OUT finish_failures bigint, OUT resolver_commits bigint, OUT resolver_aborts bigint,
+                                  OUT prepare_count bigint, OUT prepare_us bigint,
+                                  OUT finish_count bigint, OUT finish_us bigint, OUT remote_requests bigint,
+                                  OUT deadlocks bigint)
+    RETURNS SETOF record ROWS 1
+    LANGUAGE c AS 'MODULE_PATHNAME', 'stats_counters_wrapper';
+COMMENT ON FUNCTION dg.stats_counters() IS 'Behind the dg.stats view.';
+
+CREATE VIEW dg.stats AS
+SELECT committed_2pc, committed_1pc, aborted, finish_failures, resolver_commits, resolver_aborts,
+       round(prepare_us / nullif(prepare_count, 0) / 1000.0, 3) AS prepare_ms_avg,
+       round(finish_us / nullif(finish_count, 0) / 1000.0, 3) AS finish_ms_avg,
+       remote_requests,
+       deadlocks
+FROM dg.stats_counters();
+GRANT SELECT ON dg.stats TO PUBLIC;
+COMMENT ON VIEW dg.stats IS 'Distributed transactions of this server since it started (all databases).';
+COMMENT ON COLUMN dg.stats.committed_2pc IS 'DTs committed with two-phase commit.';
+COMMENT ON COLUMN dg.stats.committed_1pc IS 'DTs committed in one phase (one writer, or none).';
+COMMENT ON COLUMN dg.stats.aborted IS 'DTs rolled back on their participants.';
+COMMENT ON COLUMN dg.stats.finish_failures IS 'COMMIT/ROLLBACK PREPARED that failed after the decision and were left to the resolver.';
+COMMENT ON COLUMN dg.stats.resolver_commits IS 'In-doubt transactions the resolver (or dg.recover()) committed.';
+COMMENT ON COLUMN dg.stats.resolver_aborts IS 'In-doubt transactions the resolver (or dg.recover()) rolled back.';
+COMMENT ON COLUMN dg.stats.prepare_ms_avg IS 'Mean time of the prepare phase (PREPARE on all writers and the decision row), ms.';
+COMMENT ON COLUMN dg.stats.finish_ms_avg IS 'Mean time of COMMIT PREPARED on all participants, ms.';
+COMMENT ON COLUMN dg.stats.remote_requests IS
+    'Requests sent to peers, counted when each DT ends: one per statement, or per pipeline (BEGIN goes with the first statement), per peer.';
+COMMENT ON COLUMN dg.stats.deadlocks IS
+    'Distributed deadlocks broken by failing one of this server''s DTs with SQLSTATE 40P01 (see dg.deadlock_check_interval).';

@@ -1,0 +1,8 @@
+//! The SQL surface: the `dist_*` functions (`dist`, `query`), monitoring
+//! and recovery (`monitor`), and the argument and caller checks they share
+//! (`guards`). The top layer: nothing below imports it.
+
+mod dist;
+mod guards;
+mod monitor;
+mod query;

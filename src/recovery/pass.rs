@@ -1,0 +1,237 @@
+//! One recovery pass over the in-doubt transactions: prepared
+//! transactions on the nodes that carry this coordinator database's GID
+//! prefix. A pass lists them on each node first, then asks for each
+//! whether its deciding local transaction is still running, and only then
+//! whether it left a decision row, so a DT that is committing right now is
+//! never rolled back (the argument, step by step: src/README.md,
+//! "Recovery").
+
+use super::decide::{decide, Action};
+use crate::catalog;
+use crate::error::{DgError, DgResult};
+use crate::faults::{self, Point};
+use crate::fdw;
+use crate::gid::Gid;
+use crate::remote::cache;
+use crate::remote::target::Target;
+use crate::stats::{self, Event, Step};
+use pgrx::pg_sys;
+use std::collections::HashSet;
+use std::time::Instant;
+
+const LIST_SQL: &str = "SELECT gid, prepared::pg_catalog.text, \
+     (pg_catalog.date_part('epoch', prepared) * 1000000)::pg_catalog.int8 \
+     FROM pg_catalog.pg_prepared_xacts \
+     WHERE database = pg_catalog.current_database() AND pg_catalog.starts_with(gid, $1) \
+     ORDER BY prepared, gid";
+
+/// One prepared transaction found on a node.
+pub struct InDoubt {
+    pub node: String,
+    pub gid: String,
+    pub prepared: String,
+    /// The same time, in microseconds since the Unix epoch.
+    pub prepared_us: i64,
+    pub action: Action,
+}
+
+fn prefix() -> String {
+    // SAFETY: reads the backend's database oid.
+    let database = unsafe { pg_sys::MyDatabaseId }.to_u32();
+    Gid::prefix(&catalog::coordinator_id(), database)
+}
+
+/// `(gid, prepared, prepared in µs since the epoch)` of this coordinator
+/// database's prepared transactions on `node`.
+fn list(node: &str, prefix: &str) -> DgResult<Vec<(String, String, i64)>> {
+    let tuples = cache::exec_once(
+        &fdw::worker_target(node)?,
+        LIST_SQL,
+        Some(&[Some(prefix.to_string())]),
+    )?
+    .tuples;
+    Ok(tuples.map_or_else(Vec::new, |t| {
+        (0..t.ntuples())
+            .map(|r| {
+                (
+                    t.text(r, 0).unwrap_or_default(),
+                    t.text(r, 1).unwrap_or_default(),
+                    t.text(r, 2).and_then(|v| v.parse().ok()).unwrap_or(0),
+                )
+            })
+            .collect()
+    }))
+}
+
+/// What presumed abort says about `gid`, in the order that makes it safe.
+fn classify(gid: &Gid) -> Action {
+    // SAFETY: asks the proc array about a 32-bit xid; the full xid's epoch
+    // is current for any transaction recent enough to be running.
+    let in_progress =
+        unsafe { pg_sys::TransactionIdIsInProgress(pg_sys::TransactionId::from(gid.xid as u32)) };
+    // The window in which the deciding transaction may commit: the crash
+    // tests hold a pass here.
+    faults::hit(Point::BeforeDecisionRead);
+    decide(
+        in_progress,
+        in_progress || catalog::decision_exists(gid.xid),
+    )
+}
+
+/// Every node's in-doubt transactions, each once (two servers may name
+/// the same peer database), and whether every node could be read; a node
+/// that cannot is skipped with a WARNING naming it.
+pub fn scan() -> (Vec<InDoubt>, bool) {
+    let prefix = prefix();
+    let mut seen = HashSet::new();
+    let mut found = Vec::new();
+    let mut complete = true;
+    for node in catalog::node_names() {
+        let rows = match list(&node, &prefix) {
+            Ok(rows) => rows,
+            Err(e) => {
+                skip_node(&node, e);
+                complete = false;
+                continue;
+            }
+        };
+        for (gid, prepared, prepared_us) in rows {
+            let Some(parsed) = Gid::parse(&gid) else {
+                continue;
+            };
+            if seen.insert(gid.clone()) {
+                let action = classify(&parsed);
+                found.push(InDoubt {
+                    node: node.clone(),
+                    gid,
+                    prepared,
+                    prepared_us,
+                    action,
+                });
+            }
+        }
+    }
+    (found, complete)
+}
+
+fn skip_node(node: &str, e: DgError) {
+    pgrx::warning!(
+        "dg: skipping node \"{node}\" during recovery: {}",
+        e.message()
+    );
+}
+
+/// What a pass did with one in-doubt transaction.
+pub enum Outcome {
+    /// Its local transaction still runs: left alone.
+    Left,
+    Committed,
+    RolledBack,
+    /// "Does not exist": another finisher (the DT's own backend) won.
+    AlreadyFinished,
+    /// Could not be finished now; the next pass tries again.
+    Failed(DgError),
+}
+
+impl Outcome {
+    /// The text `dg.recover()` shows.
+    pub fn describe(&self) -> String {
+        match self {
+            Outcome::Left => "in progress".into(),
+            Outcome::Committed => "committed".into(),
+            Outcome::RolledBack => "rolled back".into(),
+            Outcome::AlreadyFinished => "already finished".into(),
+            Outcome::Failed(e) => e.message(),
+        }
+    }
+}
+
+pub struct Resolution {
+    pub node: String,
+    pub gid: String,
+    pub action: Action,
+    pub outcome: Outcome,
+}
+
+/// One resolver pass: finish every in-doubt transaction that can be
+/// decided now, then forget the decisions nobody needs any more. Returns
+/// what happened to each transaction seen, and how many decisions went.
+///
+/// A decision may go once its local transaction finished before the pass
+/// began listing (its xid is below the horizon: every GID of it still
+/// prepared was then listed) and none of its GIDs is still prepared. That
+/// needs every node listed; after a partial pass all rows stay.
+pub fn pass() -> (Vec<Resolution>, usize) {
+    let horizon = catalog::xid_horizon();
+    let (found, complete) = scan();
+    let mut still_prepared = Vec::new();
+    let mut oldest = i64::MAX;
+    let report: Vec<Resolution> = found
+        .into_iter()
+        .map(|t| {
+            let outcome = match t.action {
+                Action::Leave => Outcome::Left,
+                action => finish(&t.gid, action),
+            };
+            match outcome {
+                Outcome::Committed => stats::count(Event::ResolverCommit),
+                Outcome::RolledBack => stats::count(Event::ResolverAbort),
+                Outcome::Left | Outcome::Failed(_) => {
+                    still_prepared.extend(Gid::parse(&t.gid).map(|g| g.xid));
+                    oldest = oldest.min(t.prepared_us);
+                }
+                Outcome::AlreadyFinished => {}
+            }
+            Resolution {
+                node: t.node,
+                gid: t.gid,
+                action: t.action,
+                outcome,
+            }
+        })
+        .collect();
+    // SAFETY: reads the backend's database oid.
+    let database = unsafe { pg_sys::MyDatabaseId }.to_u32();
+    stats::set_in_doubt(database, still_prepared.len() as u64, oldest);
+    let forgotten = if complete {
+        catalog::forget_decisions(horizon, &still_prepared)
+    } else {
+        0
+    };
+    (report, forgotten)
+}
+
+/// Commits or rolls back `gid` with the credentials that prepared it.
+fn finish(gid: &str, action: Action) -> Outcome {
+    let commit = action == Action::Commit;
+    let started = Instant::now();
+    let done = Gid::parse(gid)
+        .ok_or_else(|| DgError::Internal(format!("not a dg GID: {gid}")))
+        .and_then(|parsed| fdw::lookup_mapping(pg_sys::Oid::from(parsed.mapping)))
+        .and_then(|target| end_prepared(&target, gid, commit));
+    stats::time(Step::Resolve, started.elapsed());
+    match done {
+        Ok(()) if commit => Outcome::Committed,
+        Ok(()) => Outcome::RolledBack,
+        Err(DgError::Remote(e)) if e.is_undefined_object() => Outcome::AlreadyFinished,
+        Err(e) => Outcome::Failed(e),
+    }
+}
+
+/// `COMMIT PREPARED` or `ROLLBACK PREPARED` on a connection of its own.
+fn end_prepared(target: &Target, gid: &str, commit: bool) -> DgResult<()> {
+    let verb = if commit { "COMMIT" } else { "ROLLBACK" };
+    let sql = format!("{verb} PREPARED {}", pgrx::spi::quote_literal(gid));
+    cache::exec_once(target, &sql, None).map(|_| ())
+}
+
+/// `dg.resolve()`: a superuser's manual decision for a prepared transaction
+/// whose coordinator is gone, with the superuser's own mapping for `node`.
+pub fn resolve(node: &str, gid: &str, commit: bool) -> DgResult<String> {
+    // SAFETY: plain catalog lookup of the current user.
+    if !unsafe { pg_sys::superuser() } {
+        return Err(DgError::SuperuserOnly("dg.resolve()"));
+    }
+    end_prepared(&fdw::lookup(node)?, gid, commit)?;
+    Ok(if commit { "committed" } else { "rolled back" }.to_string())
+}

@@ -1,0 +1,94 @@
+//! One participant of a DT: one remote transaction on one node, as one
+//! user mapping. Its state changes are the methods of
+//! `state::RemoteState`; the nesting it mirrors is `depth`.
+
+use super::state::{RemoteState, Work};
+use super::statement::Statement;
+use crate::error::{DgError, DgResult};
+use crate::remote::connection::Connection;
+use crate::remote::wait::statement_deadline;
+use pgrx::pg_sys;
+
+pub struct Participant {
+    pub(super) conn: Connection,
+    pub(super) state: RemoteState,
+    /// Local nesting level the remote side mirrors: 0 before BEGIN, 1 in
+    /// the transaction, n with savepoints up to level n.
+    pub(super) depth: i32,
+    pub(super) work: Work,
+    /// Set when the prepare phase picks this participant to prepare.
+    pub(super) gid: Option<String>,
+}
+
+pub(super) fn savepoint(level: i32) -> String {
+    format!("dg_sp_{level}")
+}
+
+fn nest_level() -> i32 {
+    // SAFETY: reads the current transaction's nesting level.
+    unsafe { pg_sys::GetCurrentTransactionNestLevel() }
+}
+
+impl Participant {
+    pub(super) fn new(conn: Connection) -> Participant {
+        Participant {
+            conn,
+            state: RemoteState::Open,
+            depth: 0,
+            work: Work::Read,
+            gid: None,
+        }
+    }
+
+    /// What brings the remote side to the local nesting `level`: BEGIN
+    /// and the savepoints it lacks.
+    fn catch_up(&mut self, begin_sql: &str, level: i32) -> Vec<String> {
+        let mut stmts = Vec::new();
+        if self.depth == 0 {
+            stmts.push(begin_sql.to_string());
+            self.depth = 1;
+        }
+        while self.depth < level {
+            self.depth += 1;
+            stmts.push(format!("SAVEPOINT {}", savepoint(self.depth)));
+        }
+        stmts
+    }
+
+    /// Runs `stmt`, preceded in the same round trip by whatever mirrors
+    /// the local nesting; a statement that ends the remote transaction
+    /// (COMMIT, ROLLBACK) is refused after the fact.
+    pub(super) fn run(&mut self, begin_sql: &str, stmt: Statement) -> DgResult<i64> {
+        debug_assert_eq!(
+            self.state,
+            RemoteState::Open,
+            "statements run in an open transaction"
+        );
+        let deadline = statement_deadline();
+        let prelude = self.catch_up(begin_sql, nest_level());
+        self.conn
+            .send_after(&prelude, stmt.sql, stmt.params, deadline)?;
+        if stmt.rows.is_some() {
+            self.conn.stream_rows();
+        }
+        let out = self.conn.collect(deadline, stmt.rows)?;
+        if !self.conn.in_transaction() {
+            return Err(DgError::Unsupported(format!(
+                "a statement run through dg ended the transaction on node \"{}\"",
+                self.conn.node
+            )));
+        }
+        Ok(out.rows_affected)
+    }
+
+    /// The state label `dg.connections()` shows.
+    pub(super) fn label(&self) -> &'static str {
+        match self.state {
+            RemoteState::Open if self.depth > 0 => "in transaction",
+            RemoteState::Open => "idle",
+            RemoteState::Preparing => "preparing",
+            RemoteState::Prepared => "prepared",
+            RemoteState::Ended => "ended",
+        }
+    }
+}
