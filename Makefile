@@ -7,12 +7,13 @@
 # the environment, if any.
 TEST_FEATURES ?= fault_injection
 
-.PHONY: help demo stop test chaos setup install regress bench bench-long clean-data
+.PHONY: help demo stop test chaos setup install regress bench bench-long clean-data mutants
 
 help:
 	@echo "make demo        set up everything, start a coordinator and two peers, run a transfer"
 	@echo "make stop        stop every node the scripts started"
 	@echo "make test        set up everything, run every test (DG_LINT=1 adds fmt + clippy)"
+	@echo "make mutants     remove each promised mechanism in turn (tests/mutants/); every one must be caught"
 	@echo "make chaos       the long chaos bank run (>= 1000 faults), with its figures"
 	@echo "make setup       install the tools dg needs, build and install dg"
 	@echo "make install     build and install dg only (debug; DG_RELEASE=1 for release)"
@@ -32,6 +33,10 @@ test:
 
 chaos:
 	@bash scripts/chaos.sh
+
+# Takes /tmp/dg-pg15.lock itself around each install and test.
+mutants:
+	@DG_FEATURES='$(TEST_FEATURES)' bash scripts/mutants.sh
 
 setup:
 	@bash scripts/setup.sh
