@@ -21,11 +21,6 @@ features=()
 [ -z "${DG_FEATURES:-}" ] || features=(--features "$DG_FEATURES")
 
 # The summary is printed on exit, also when errexit ends the run.
-example() {
-    DG_NO_BUILD=1 "$DG_REPO/scripts/example.sh"
-    stop_clusters_under "$DG_DATA_ROOT/demo"
-}
-stage example example
 current=""
 done_stages=()
 summary() {
@@ -96,6 +91,11 @@ multinode() {
     in_repo cargo test --manifest-path tests/Cargo.toml -- --test-threads=2
 }
 stage multinode multinode
+example() {
+    DG_NO_BUILD=1 "$DG_REPO/scripts/example.sh"
+    stop_clusters_under "$DG_DATA_ROOT/demo"
+}
+stage example example
 example() {
     DG_NO_BUILD=1 "$DG_REPO/scripts/example.sh"
     stop_clusters_under "$DG_DATA_ROOT/demo"
