@@ -96,9 +96,4 @@ example() {
     stop_clusters_under "$DG_DATA_ROOT/demo"
 }
 stage example example
-example() {
-    DG_NO_BUILD=1 "$DG_REPO/scripts/example.sh"
-    stop_clusters_under "$DG_DATA_ROOT/demo"
-}
-stage example example
 current=""
