@@ -145,6 +145,7 @@ fn parse_bool(v: &str) -> Option<bool> {
 /// Everything needed to connect to a node as the current role.
 pub struct Target {
     pub node: String,
+    pub server: Oid,
     pub mapping: Oid,
     pub server_hash: u32,
     pub mapping_hash: u32,
@@ -368,6 +369,7 @@ fn build_target(
     }
     Ok(Target {
         node: node.into(),
+        server: server_id,
         mapping,
         server_hash: syscache_hash(pg_sys::SysCacheIdentifier::FOREIGNSERVEROID, server_id),
         mapping_hash: syscache_hash(pg_sys::SysCacheIdentifier::USERMAPPINGOID, mapping),

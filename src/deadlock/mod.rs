@@ -5,12 +5,15 @@
 //! and of every node, builds the global wait-for graph (`graph`), and asks
 //! the youngest DT of each cycle to give up with SQLSTATE 40P01.
 //!
-//! dg's sessions on the nodes carry `application_name` `dg:<coordinator
-//! uuid>:<backend pid>`, so a remote session maps to the coordinator
-//! backend, hence the DT, that opened it; `registry` says which DT each
-//! backend runs now. The victim raises the error itself: from its wait on
-//! a peer when its latch is set, or, waiting on a local lock, from the
-//! query cancel the detector sends, which `emit_log` turns into 40P01.
+//! `registry` says which DT each backend runs now and which sessions on
+//! the nodes (server, remote backend pid) are that DT's: only that maps a
+//! remote session to one of this coordinator's DTs. dg's sessions also
+//! carry `application_name` `dg:<coordinator uuid>:<backend pid>`, a label
+//! for humans and for other coordinators, never proof for this one (see
+//! `detector` for how far another coordinator's labels are believed). The
+//! victim raises the error itself: from its wait on a peer when its latch
+//! is set, or, waiting on a local lock, from the query cancel the detector
+//! sends, which `emit_log` turns into 40P01.
 
 mod detector;
 pub mod graph;
@@ -44,6 +47,20 @@ impl Registration {
             detector::start();
         }
         Registration(())
+    }
+
+    /// A participant joined the DT through `server`; the peer gave its
+    /// session backend pid `remote_pid`.
+    pub fn join(&self, server: pg_sys::Oid, remote_pid: i32) {
+        registry::join(registry::Participant {
+            server: server.to_u32(),
+            remote_pid,
+        });
+    }
+
+    /// The DT's connections went back to the cache before its end.
+    pub fn forget_participants(&self) {
+        registry::forget_participants();
     }
 }
 

@@ -45,7 +45,7 @@ pub struct Dt {
     pub protocol: Option<Protocol>,
     begin_sql: String,
     /// Published to the deadlock detector while the DT lives.
-    _registration: crate::deadlock::Registration,
+    registration: crate::deadlock::Registration,
 }
 
 fn savepoint(level: i32) -> String {
@@ -131,7 +131,7 @@ impl Dt {
             touched: false,
             protocol: None,
             begin_sql: begin_statement(),
-            _registration: crate::deadlock::Registration::enter(),
+            registration: crate::deadlock::Registration::enter(),
         }
     }
 
@@ -160,6 +160,7 @@ impl Dt {
             Some(i) => i,
             None => {
                 let conn = cache::take(&target)?;
+                self.registration.join(target.server, conn.backend_pid());
                 self.participants.push(Participant {
                     conn,
                     state: RemoteState::Open,
@@ -407,6 +408,7 @@ impl Dt {
     /// Hands the participants' connections back to the cache and forgets
     /// them; the DT itself stays (aborted, until rolled back).
     pub fn release_participants(&mut self) {
+        self.registration.forget_participants();
         for p in std::mem::take(&mut self.participants) {
             cache::give_back(p.conn);
         }
