@@ -182,9 +182,11 @@ impl Detector {
                 }
                 Err(e) => {
                     if self.failing.insert(node.clone()) {
-                        pgrx::log!(
-                            "dg deadlock detector: cannot read the lock waits of node \"{node}\": {}",
-                            e.message()
+                        e.report_below_error(
+                            pgrx::PgLogLevel::LOG,
+                            Some(&format!(
+                                "dg deadlock detector: cannot read the lock waits of node \"{node}\""
+                            )),
                         );
                     }
                 }

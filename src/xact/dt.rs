@@ -480,6 +480,7 @@ fn settle_prepared(node: &str, action: &'static str, r: Option<DgResult<Outcome>
         node: node.to_string(),
         action,
         cause: e.message(),
+        detail: e.detail(),
     }
     .warn();
 }
