@@ -1,4 +1,5 @@
-//! Core semantics (README, "Concepts"; src/README.md, "Scopes" and "The commit protocol") across a coordinator and two peers.
+//! Core semantics across a coordinator and two peers (README, "Concepts";
+//! src/README.md, "Scopes" and "The commit protocol").
 //!
 //! Every effect is checked on the peers themselves, through their own
 //! connections, never only through dg. The tests share one cluster, each
