@@ -161,6 +161,14 @@ impl Shared {
         }
     }
 
+    /// Ends the current epoch if the armed trigger cuts the link.
+    fn end_epoch_if_cut(&self) {
+        let mut st = self.lock();
+        if st.then == Mode::Down {
+            st.epoch += 1;
+        }
+    }
+
     fn fire(&self) {
         let mut st = self.lock();
         st.fired += 1;
@@ -379,8 +387,15 @@ fn forward(sh: &Shared, epoch: u64, to: &mut TcpStream, msg: &[u8], frontend: bo
         sh.note(msg);
     }
     if let Some(deliver) = sh.matches(msg) {
-        if deliver && to.write_all(msg).is_err() {
-            return false;
+        if deliver {
+            // A cut after the message must not let its answer through:
+            // end the connection's epoch before the peer can see the
+            // message, so the other direction's gate says Die to what it
+            // answers (and not only once the switch below has run).
+            sh.end_epoch_if_cut();
+            if to.write_all(msg).is_err() {
+                return false;
+            }
         }
         sh.fire();
         // Not delivered: dropped if the link is now down, held if it is
