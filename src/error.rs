@@ -1,9 +1,13 @@
 //! dg's errors and how they reach the client.
 //!
 //! Every error that concerns a peer names it in a context line
-//! (`on node "bank_b"`), and remote errors keep the remote SQLSTATE,
-//! message, detail and hint. No variant carries connection options, so no
-//! password can leak through an error.
+//! (`on node "bank_b"`). Remote errors keep the remote SQLSTATE, message,
+//! detail, hint and CONTEXT, plus a `remote SQL command: …` line for the
+//! user's statements (as postgres_fdw's `pgfdw_report_error` does);
+//! notices and warnings from peers are passed on the same way. libpq's
+//! own words (a refused connection, a lost one) go into DETAIL under a
+//! short message. No variant carries connection options, so no password
+//! can leak through an error.
 
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::ErrorReport;
@@ -37,7 +41,7 @@ pub enum DgError {
         node: String,
         what: &'static str,
     },
-    Remote(RemoteError),
+    Remote(Box<RemoteError>),
     AlreadyInProgress,
     NoneInProgress,
     Aborted,
@@ -70,6 +74,8 @@ pub enum DgError {
         node: String,
         action: &'static str,
         cause: String,
+        /// The cause's detail.
+        detail: Option<String>,
     },
 }
 
@@ -81,6 +87,23 @@ pub struct RemoteError {
     pub message: String,
     pub detail: Option<String>,
     pub hint: Option<String>,
+    /// The peer's CONTEXT lines (the PL/pgSQL function that raised it, …).
+    pub context: Option<String>,
+    /// The user's statement that failed (never its parameters); None for
+    /// dg's own commands.
+    pub statement: Option<String>,
+}
+
+/// A notice or warning a peer sent, as its server sent it.
+#[derive(Debug, Clone)]
+pub struct RemoteNotice {
+    /// The non-localized severity: WARNING, NOTICE, INFO, LOG or DEBUG.
+    pub severity: String,
+    pub sqlstate: Option<String>,
+    pub message: String,
+    pub detail: Option<String>,
+    pub hint: Option<String>,
+    pub context: Option<String>,
 }
 
 pub type DgResult<T> = Result<T, DgError>;
@@ -163,12 +186,8 @@ impl DgError {
             PasswordNotUsed(n) => {
                 format!("node \"{n}\" accepted the connection without asking for the password")
             }
-            Connect { node, message } => {
-                format!("could not connect to node \"{node}\": {message}")
-            }
-            ConnectionLost { node, message } => {
-                format!("lost the connection to node \"{node}\": {message}")
-            }
+            Connect { node, .. } => format!("could not connect to node \"{node}\""),
+            ConnectionLost { node, .. } => format!("lost the connection to node \"{node}\""),
             Timeout { node, what } => format!("timed out waiting for node \"{node}\" to {what}"),
             Remote(r) => r.message.clone(),
             AlreadyInProgress => "a distributed transaction is already in progress".into(),
@@ -207,13 +226,19 @@ impl DgError {
                 node,
                 action,
                 cause,
+                ..
             } => format!("could not {action} the prepared transaction on node \"{node}\": {cause}"),
         }
     }
 
-    fn detail(&self) -> Option<String> {
+    pub fn detail(&self) -> Option<String> {
         match self {
             DgError::Remote(r) => r.detail.clone(),
+            // libpq's own words: why the connection failed or broke.
+            DgError::Connect { message, .. } | DgError::ConnectionLost { message, .. } => {
+                Some(message.clone()).filter(|m| !m.is_empty())
+            }
+            DgError::Unfinished { detail, .. } => detail.clone(),
             DgError::PasswordNotUsed(_) => Some(
                 "A non-superuser may only use a node whose server authenticates with the \
                  password from the user mapping."
@@ -274,31 +299,53 @@ impl DgError {
         }
     }
 
+    /// The context lines of this error: the peer's CONTEXT and statement
+    /// for a remote error, then the node.
+    fn context(&self) -> Option<Context> {
+        let node = self.context_node()?;
+        Some(match self {
+            DgError::Remote(r) => Context {
+                node: c_text(node),
+                code: packed_sqlstate(&r.sqlstate),
+                remote: r.context.as_deref().map(c_text),
+                statement: r.statement.as_deref().map(c_text),
+            },
+            _ => Context::node(node),
+        })
+    }
+
     /// Raise at ERROR level; never returns.
     pub fn raise(self) -> ! {
-        if let Some(node) = self.context_node() {
-            let remote_code = match &self {
-                DgError::Remote(r) => packed_sqlstate(&r.sqlstate),
-                _ => None,
-            };
-            push_node_context(node, remote_code);
+        if let Some(context) = self.context() {
+            push_context(context);
         }
-        self.into_report().report(PgLogLevel::ERROR);
+        self.into_report(None).report(PgLogLevel::ERROR);
         unreachable!("ERROR does not return")
     }
 
-    /// Report at WARNING level, with the node context line.
+    /// Report at WARNING level, with the context lines.
     pub fn warn(self) {
-        let node = self.context_node().map(str::to_owned);
-        let report = self.into_report();
-        match node {
-            Some(node) => with_node_context(&node, || report.report(PgLogLevel::WARNING)),
-            None => report.report(PgLogLevel::WARNING),
+        self.report_below_error(PgLogLevel::WARNING, None)
+    }
+
+    /// Report at `level` (below ERROR), the message after `prefix` (what
+    /// dg was doing) when given, with its SQLSTATE, detail, hint and
+    /// context lines.
+    pub fn report_below_error(self, level: PgLogLevel, prefix: Option<&str>) {
+        let context = self.context();
+        let report = self.into_report(prefix);
+        match context {
+            Some(context) => with_context(context, || report.report(level)),
+            None => report.report(level),
         }
     }
 
-    fn into_report(self) -> ErrorReport {
-        let mut report = ErrorReport::new(self.sqlstate(), self.message(), "dg");
+    fn into_report(self, prefix: Option<&str>) -> ErrorReport {
+        let message = match prefix {
+            Some(p) => format!("{p}: {}", self.message()),
+            None => self.message(),
+        };
+        let mut report = ErrorReport::new(self.sqlstate(), message, "dg");
         if let Some(d) = self.detail() {
             report = report.set_detail(d);
         }
@@ -311,7 +358,66 @@ impl DgError {
 
 impl From<DgError> for ErrorReport {
     fn from(e: DgError) -> ErrorReport {
-        e.into_report()
+        e.into_report(None)
+    }
+}
+
+impl RemoteNotice {
+    /// Passes the notice on as what it is (same level, SQLSTATE, detail,
+    /// hint and CONTEXT) with a context line naming `node`; `to_client`
+    /// false (a notice about one of dg's own commands, such as "there is
+    /// no transaction in progress") sends it only to the server log at
+    /// DEBUG1. Interrupts are held while it is reported, as the report
+    /// would otherwise serve a pending cancel inside it, tagging the
+    /// cancel with this notice's context lines.
+    pub fn report(&self, node: &str, to_client: bool) {
+        use PgLogLevel::*;
+        let level = match self.severity.as_str() {
+            _ if !to_client => DEBUG1,
+            "WARNING" => WARNING,
+            "INFO" => INFO,
+            "LOG" => LOG,
+            "DEBUG" => DEBUG1,
+            _ => NOTICE,
+        };
+        let code = self.sqlstate.as_deref().and_then(packed_sqlstate);
+        let mut report = ErrorReport::new(
+            code.map_or(ERRCODE_WARNING, PgSqlErrorCode::from),
+            self.message.clone(),
+            "dg",
+        );
+        if let Some(d) = &self.detail {
+            report = report.set_detail(d.clone());
+        }
+        if let Some(h) = &self.hint {
+            report = report.set_hint(h.clone());
+        }
+        let context = Context {
+            code,
+            remote: self.context.as_deref().map(c_text),
+            ..Context::node(node)
+        };
+        let _held = HeldInterrupts::hold();
+        with_context(context, || report.report(level));
+    }
+}
+
+/// HOLD_INTERRUPTS until dropped (also while unwinding).
+struct HeldInterrupts(());
+
+impl HeldInterrupts {
+    fn hold() -> HeldInterrupts {
+        // SAFETY: backend-local counter, touched only from its thread.
+        unsafe { pg_sys::InterruptHoldoffCount += 1 };
+        HeldInterrupts(())
+    }
+}
+
+impl Drop for HeldInterrupts {
+    fn drop(&mut self) {
+        // SAFETY: as above; undoes hold(). An ERROR on the way out may
+        // have zeroed the counter already.
+        unsafe { pg_sys::InterruptHoldoffCount = pg_sys::InterruptHoldoffCount.saturating_sub(1) };
     }
 }
 
@@ -331,19 +437,45 @@ fn sqlstate_from_text(s: &str) -> PgSqlErrorCode {
     packed_sqlstate(s).map_or(ERRCODE_INTERNAL_ERROR, PgSqlErrorCode::from)
 }
 
-// The context line is added by an error-context callback, the way PostgreSQL
-// itself adds context: pgrx's ErrorReport has no field for it. The callback
-// record is static because the Rust frames that raised the error are unwound
-// before PostgreSQL calls it; PG_CATCH and the top-level error handler
-// restore error_context_stack afterwards, which unlinks it again.
-// The callback also sets the remote SQLSTATE exactly: errcode() applies to
-// the error being reported, which is on top of the stack while it runs.
+// The context lines are added by an error-context callback, the way
+// PostgreSQL itself adds context: pgrx's ErrorReport has no field for it.
+// The callback record is static because the Rust frames that raised the
+// error are unwound before PostgreSQL calls it; PG_CATCH and the top-level
+// error handler restore error_context_stack afterwards, which unlinks it
+// again. The callback also sets the remote SQLSTATE exactly: errcode()
+// applies to the error being reported, which is on top of the stack while
+// it runs.
+
+/// What the callback adds to the message being reported.
+#[derive(Default)]
+struct Context {
+    node: CString,
+    code: Option<i32>,
+    /// The peer's own CONTEXT lines.
+    remote: Option<CString>,
+    /// The user's statement the message is about.
+    statement: Option<CString>,
+}
+
+impl Context {
+    fn node(node: &str) -> Context {
+        Context {
+            node: c_text(node),
+            ..Context::default()
+        }
+    }
+}
+
+fn c_text(s: &str) -> CString {
+    CString::new(s.replace('\0', "")).unwrap_or_default()
+}
+
 thread_local! {
-    static CONTEXT_NODE: RefCell<(CString, Option<i32>)> = RefCell::new((CString::default(), None));
+    static CONTEXT: RefCell<Context> = RefCell::new(Context::default());
 }
 static mut CONTEXT_CALLBACK: pg_sys::ErrorContextCallback = pg_sys::ErrorContextCallback {
     previous: std::ptr::null_mut(),
-    callback: Some(node_context_callback),
+    callback: Some(context_callback),
     arg: std::ptr::null_mut(),
 };
 
@@ -354,29 +486,34 @@ unsafe extern "C-unwind" {
 }
 
 #[pgrx::pg_guard]
-unsafe extern "C-unwind" fn node_context_callback(_arg: *mut c_void) {
-    CONTEXT_NODE.with(|n| {
-        let (node, code) = &*n.borrow();
-        // SAFETY: called by errfinish with an error being reported; format
-        // and argument are NUL-terminated and live for the call.
+unsafe extern "C-unwind" fn context_callback(_arg: *mut c_void) {
+    CONTEXT.with(|c| {
+        let c = &*c.borrow();
+        // SAFETY: called by errfinish with a message being reported;
+        // formats and arguments are NUL-terminated and live for the call.
         unsafe {
-            errcontext_msg(c"on node \"%s\"".as_ptr(), node.as_ptr());
-            if let Some(code) = code {
-                errcode(*code);
+            if let Some(remote) = &c.remote {
+                errcontext_msg(c"%s".as_ptr(), remote.as_ptr());
+            }
+            if let Some(statement) = &c.statement {
+                errcontext_msg(c"remote SQL command: %s".as_ptr(), statement.as_ptr());
+            }
+            errcontext_msg(c"on node \"%s\"".as_ptr(), c.node.as_ptr());
+            if let Some(code) = c.code {
+                errcode(code);
             }
         }
     });
 }
 
-fn set_context_node(node: &str, code: Option<i32>) {
-    let name = CString::new(node.replace('\0', "")).unwrap_or_default();
-    CONTEXT_NODE.with(|n| *n.borrow_mut() = (name, code));
+fn set_context(context: Context) {
+    CONTEXT.with(|c| *c.borrow_mut() = context);
 }
 
 /// Link the static callback for an ERROR about to be raised. Linking it
 /// twice would make the list a cycle, so an already linked record stays.
-fn push_node_context(node: &str, code: Option<i32>) {
-    set_context_node(node, code);
+fn push_context(context: Context) {
+    set_context(context);
     // SAFETY: backend-local globals touched only from the backend's thread.
     unsafe {
         let cb = &raw mut CONTEXT_CALLBACK;
@@ -387,15 +524,20 @@ fn push_node_context(node: &str, code: Option<i32>) {
     }
 }
 
-/// For messages below ERROR, which return: link the callback just for the call.
-fn with_node_context(node: &str, f: impl FnOnce()) {
-    set_context_node(node, None);
+/// For messages below ERROR, which return: link the callback just for the
+/// call. An already linked record (an error being handled) gets the new
+/// lines for the call and its own back after.
+fn with_context(context: Context, f: impl FnOnce()) {
     // SAFETY: as above; the previous stack is restored before returning.
     unsafe {
         let cb = &raw mut CONTEXT_CALLBACK;
         if is_linked(cb) {
-            return f();
+            let saved = CONTEXT.with(|c| c.replace(context));
+            f();
+            set_context(saved);
+            return;
         }
+        set_context(context);
         let saved = pg_sys::error_context_stack;
         (*cb).previous = saved;
         pg_sys::error_context_stack = cb;

@@ -355,6 +355,7 @@ fn build_target(
     add_session_options(&mut options);
     Ok(Target {
         node: node.into(),
+        server: server_id,
         mapping,
         server_hash: syscache_hash(pg_sys::SysCacheIdentifier::FOREIGNSERVEROID, server_id),
         mapping_hash: syscache_hash(pg_sys::SysCacheIdentifier::USERMAPPINGOID, mapping),

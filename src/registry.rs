@@ -6,7 +6,11 @@
 //! and neither imports the other.
 //!
 //! A DT is known by (pid, seq): a cancellation names both, so a backend
-//! that has since moved on to another DT is left alone.
+//! that has since moved on to another DT is left alone. Its sessions on
+//! the nodes are known by (server, remote backend pid), published as
+//! participants join: the only proof the detector accepts that a session
+//! on a node is one of this coordinator's DTs (an application name is
+//! anyone's to set).
 
 use pgrx::bgworkers::BackgroundWorkerBuilder;
 use pgrx::lwlock::PgLwLock;
@@ -26,6 +30,18 @@ const CANCELS: usize = 16;
 const TEXT: usize = 1000;
 /// A detector claimed but not started by then is claimed again.
 const CLAIM_EXPIRES_US: i64 = 10_000_000;
+/// Sessions published per DT. Those past it are not tied to the DT: the
+/// detector sees them as plain sessions, so a cycle through them goes
+/// unseen (timeouts end it), and none of them makes the DT a victim.
+pub const PARTICIPANTS: usize = 32;
+
+/// One session of a DT on a node: the foreign server it was opened for
+/// and the backend pid the peer gave it.
+#[derive(Copy, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Participant {
+    pub server: u32,
+    pub remote_pid: i32,
+}
 
 #[derive(Copy, Clone, Default)]
 pub struct Slot {
@@ -39,6 +55,15 @@ pub struct Slot {
     pub waiting: bool,
     /// The detector asked to give up DT `seq` of this slot.
     cancel_seq: u64,
+    participants: [Participant; PARTICIPANTS],
+    joined: usize,
+}
+
+impl Slot {
+    /// The DT's published sessions.
+    pub fn participants(&self) -> &[Participant] {
+        &self.participants[..self.joined]
+    }
 }
 
 #[derive(Copy, Clone, Default)]
@@ -130,6 +155,8 @@ fn enter() -> bool {
         active: true,
         waiting: false,
         cancel_seq: 0,
+        participants: [Participant::default(); PARTICIPANTS],
+        joined: 0,
     };
     r.claim_detector(database, started)
 }
@@ -144,6 +171,20 @@ impl Registration {
             launch_detector();
         }
         Registration(())
+    }
+
+    /// A participant joined the DT through `server`; the peer gave its
+    /// session backend pid `remote_pid`.
+    pub fn join(&self, server: pg_sys::Oid, remote_pid: i32) {
+        join(Participant {
+            server: server.to_u32(),
+            remote_pid,
+        });
+    }
+
+    /// The DT's connections went back to the cache before its end.
+    pub fn forget_participants(&self) {
+        forget_participants();
     }
 }
 
@@ -175,6 +216,32 @@ fn leave() {
         let mut r = REGISTRY.exclusive();
         r.slots[procno].active = false;
         r.slots[procno].waiting = false;
+        r.slots[procno].joined = 0;
+    }
+}
+
+/// Publishes a session of this backend's DT; past `PARTICIPANTS`, the
+/// session stays unpublished.
+fn join(p: Participant) {
+    if let Some((procno, seq)) = CURRENT.with(|c| c.get()) {
+        let mut r = REGISTRY.exclusive();
+        let slot = &mut r.slots[procno];
+        if slot.seq == seq && slot.joined < PARTICIPANTS {
+            slot.participants[slot.joined] = p;
+            slot.joined += 1;
+        }
+    }
+}
+
+/// The DT's sessions went back to the connection cache, where other work
+/// of this backend (`dg.recover()`) may use them: they are no longer the
+/// DT's.
+fn forget_participants() {
+    if let Some((procno, seq)) = CURRENT.with(|c| c.get()) {
+        let mut r = REGISTRY.exclusive();
+        if r.slots[procno].seq == seq {
+            r.slots[procno].joined = 0;
+        }
     }
 }
 

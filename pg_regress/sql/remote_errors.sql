@@ -9,6 +9,26 @@ SELECT dg.dist_exec('peer1', 'SELECT 1/0');
 SELECT dg.dist_exec('peer1', 'DO $$BEGIN RAISE EXCEPTION ''custom'' USING ERRCODE = ''P0042'', DETAIL = ''the detail'', HINT = ''the hint''; END$$');
 \echo :LAST_ERROR_SQLSTATE
 
+-- A peer function's error keeps the peer's CONTEXT and gets a line with
+-- the statement, never its parameters; the function's notices and
+-- warnings reach the client as what they are, tagged with the node
+-- (psql shows the context of notices with SHOW_CONTEXT always).
+\set SHOW_CONTEXT always
+SELECT dg.dist_exec('peer1', $$CREATE FUNCTION chatty(t text) RETURNS int LANGUAGE plpgsql AS '
+BEGIN
+    RAISE NOTICE ''checking'' USING DETAIL = ''a detail'', HINT = ''a hint'';
+    RAISE WARNING ''careful'' USING ERRCODE = ''01P42'';
+    IF t = ''sekrit'' THEN
+        RAISE EXCEPTION ''refused'' USING ERRCODE = ''22023'';
+    END IF;
+    RETURN length(t);
+END'$$);
+SELECT dg.dist_exec('peer1', 'SELECT chatty($1)', 'fine');
+SELECT dg.dist_exec('peer1', 'SELECT chatty($1)', 'sekrit');
+\echo :LAST_ERROR_SQLSTATE
+SELECT dg.dist_exec('peer1', 'DROP FUNCTION chatty(text)');
+\set SHOW_CONTEXT errors
+
 -- An error aborts the whole session DT until dist_rollback().
 SELECT dg.dist_begin() IS NOT NULL AS started;
 SELECT dg.dist_exec('peer1', 'UPDATE accounts SET balance = balance - 1 WHERE id = 2');

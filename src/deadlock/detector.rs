@@ -26,13 +26,14 @@ use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
-/// Lock waits of one server, with the application names that tell dg's
-/// sessions apart. A prepared transaction holds its locks with no
-/// session: it shows as blocker 0 and waits for nothing, so it closes no
-/// cycle and is left out.
-const WAITS_SQL: &str = "SELECT a.pid, a.application_name, x.pid, b.application_name \
+/// Lock waits of one server, with the application names and roles of
+/// the sessions (see `Detector::check` for what each proves). A prepared
+/// transaction holds its locks with no session: it shows as blocker 0 and
+/// waits for nothing, so it closes no cycle and is left out.
+const WAITS_SQL: &str = "SELECT a.pid, a.application_name, a.usename::text, \
+            x.pid, b.application_name, b.usename::text \
      FROM pg_catalog.pg_stat_activity a \
-     CROSS JOIN LATERAL pg_catalog.unnest(pg_catalog.pg_blocking_pids(a.pid)) AS x(pid) \
+     CROSS JOIN LATERAL unnest(pg_catalog.pg_blocking_pids(a.pid)) AS x(pid) \
      LEFT JOIN pg_catalog.pg_stat_activity b ON b.pid = x.pid \
      WHERE a.wait_event_type = 'Lock' AND x.pid <> 0";
 
@@ -45,7 +46,12 @@ const LINGER: Duration = Duration::from_secs(2);
 
 /// Consecutive checks that must see a cycle whose victim is another
 /// coordinator's DT before this coordinator gives up its own DT in it
-/// (that coordinator may not see the whole cycle).
+/// (that coordinator may not see the whole cycle). Safe against forged
+/// names only because another coordinator's DT is a vertex only through
+/// sessions of roles dg's own sessions use (`ServerView`): with names
+/// believed from anyone, a forged "DT of coordinator ffff…" would always
+/// be the rule's victim, nobody would cancel it, and this fallback would
+/// give up our DT for a cycle that does not exist.
 const FOREIGN_PATIENCE: u32 = 3;
 
 #[pgrx::pg_guard]
@@ -116,12 +122,25 @@ struct Detector {
     failing: HashSet<String>,
 }
 
+/// One session of a row of `WAITS_SQL`.
+struct Seen {
+    pid: i32,
+    app: Option<String>,
+    role: Option<String>,
+}
+
 /// One row of `WAITS_SQL`.
 struct Wait {
-    waiter: i32,
-    waiter_app: Option<String>,
-    blocker: i32,
-    blocker_app: Option<String>,
+    waiter: Seen,
+    blocker: Seen,
+}
+
+/// The lock waits read on one server: the coordinator (`server` None) or
+/// a node, by the name and server the detector queried.
+struct ServerWaits {
+    node: String,
+    server: Option<u32>,
+    waits: Vec<Wait>,
 }
 
 impl Detector {
@@ -130,26 +149,36 @@ impl Detector {
     /// was seen.
     fn check(&mut self, before: &[registry::Slot]) -> bool {
         let own = catalog::coordinator_id();
-        let mut waits: Vec<(String, Vec<Wait>)> = vec![(COORDINATOR.to_string(), local_waits())];
+        let mut waits = vec![ServerWaits {
+            node: COORDINATOR.to_string(),
+            server: None,
+            waits: local_waits(),
+        }];
         for node in catalog::node_names() {
             match remote_waits(&node) {
                 Ok(w) => {
                     if self.failing.remove(&node) {
                         pgrx::log!("dg deadlock detector: node \"{node}\" can be read again");
                     }
-                    waits.push((node, w));
+                    waits.push(ServerWaits {
+                        server: server_oid(&node),
+                        node,
+                        waits: w,
+                    });
                 }
                 Err(e) => {
                     if self.failing.insert(node.clone()) {
-                        pgrx::log!(
-                            "dg deadlock detector: cannot read the lock waits of node \"{node}\": {}",
-                            e.message()
+                        e.report_below_error(
+                            pgrx::PgLogLevel::LOG,
+                            Some(&format!(
+                                "dg deadlock detector: cannot read the lock waits of node \"{node}\""
+                            )),
                         );
                     }
                 }
             }
         }
-        let any = waits.iter().any(|(_, w)| !w.is_empty());
+        let any = waits.iter().any(|w| !w.waits.is_empty());
         if !any {
             self.seen.clear();
             return false;
@@ -163,31 +192,15 @@ impl Detector {
             .filter(|b| after.iter().any(|a| a.pid == b.pid && a.seq == b.seq))
             .map(|s| (s.pid, *s))
             .collect();
-        let vertex = |node: &str, pid: i32, app: &Option<String>| -> Vertex {
-            match app.as_deref().and_then(SessionName::parse) {
-                Some(SessionName { coordinator, pid })
-                    if coordinator != own || stable.contains_key(&pid) =>
-                {
-                    Vertex::Dt { coordinator, pid }
-                }
-                None if node == COORDINATOR && stable.contains_key(&pid) => Vertex::Dt {
-                    coordinator: own.clone(),
-                    pid,
-                },
-                _ => Vertex::Session {
-                    node: node.to_string(),
-                    pid,
-                },
-            }
-        };
+        // Their sessions on the nodes, as published before the first
+        // query (so a remote pid seen then was already theirs).
+        let sessions: HashMap<registry::Participant, i32> = stable
+            .values()
+            .flat_map(|s| s.participants().iter().map(move |p| (*p, s.pid)))
+            .collect();
         let edges: Vec<Edge> = waits
             .iter()
-            .flat_map(|(node, ws)| ws.iter().map(move |w| (node, w)))
-            .map(|(node, w)| Edge {
-                node: node.clone(),
-                waiter: vertex(node, w.waiter, &w.waiter_app),
-                blocker: vertex(node, w.blocker, &w.blocker_app),
-            })
+            .flat_map(|w| ServerView::new(w, &own, &stable, &sessions).edges())
             .collect();
         let started = |v: &Vertex| match v {
             Vertex::Dt { coordinator, pid } if *coordinator == own => {
@@ -220,6 +233,117 @@ impl Detector {
         self.seen = seen;
         true
     }
+}
+
+/// How the sessions seen on one server map to vertices.
+///
+/// - A session is one of this coordinator's DTs only when the registry
+///   says so: a local backend running a DT, or a node session whose
+///   (server, backend pid) a DT published. Its application name proves
+///   nothing: any user who can log in to a node reads dg's names in
+///   `pg_stat_activity` and can give them to sessions of its own; read
+///   by name, two such sessions and a plain one make "the DT waits for
+///   itself through a plain session" and the DT would be failed.
+/// - A session named by another coordinator stands for that
+///   coordinator's DT, which links its sessions on all nodes into one
+///   vertex; this coordinator never cancels it (its coordinator does).
+///   That claim cannot be checked here, and a forged one could join
+///   unrelated sessions into a cycle through one of our DTs, which the
+///   victim rule or the patience fallback would then give up. So the
+///   claim is believed only from a session whose role on that node is one
+///   that a session of ours seen in the same read runs as: a role that
+///   dg's own sessions use there (coordinators sharing peers connect with
+///   the same roles), and whose holder can already cancel those sessions
+///   with `pg_cancel_backend`, so believing it gives nobody a new way to
+///   fail our DTs. Any other role's sessions are plain sessions, and a
+///   cycle through plain sessions is a real one.
+struct ServerView<'a> {
+    w: &'a ServerWaits,
+    own: &'a str,
+    stable: &'a HashMap<i32, registry::Slot>,
+    sessions: &'a HashMap<registry::Participant, i32>,
+    /// Roles of the sessions of ours among the waits read here.
+    trusted: HashSet<&'a str>,
+}
+
+impl<'a> ServerView<'a> {
+    fn new(
+        w: &'a ServerWaits,
+        own: &'a str,
+        stable: &'a HashMap<i32, registry::Slot>,
+        sessions: &'a HashMap<registry::Participant, i32>,
+    ) -> ServerView<'a> {
+        let mut view = ServerView {
+            w,
+            own,
+            stable,
+            sessions,
+            trusted: HashSet::new(),
+        };
+        let trusted: HashSet<&str> = w
+            .waits
+            .iter()
+            .flat_map(|wait| [&wait.waiter, &wait.blocker])
+            .filter(|s| view.own_dt(s.pid).is_some())
+            .filter_map(|s| s.role.as_deref())
+            .collect();
+        view.trusted = trusted;
+        view
+    }
+
+    /// The coordinator backend whose DT session `pid` is.
+    fn own_dt(&self, pid: i32) -> Option<i32> {
+        match self.w.server {
+            None => self.stable.contains_key(&pid).then_some(pid),
+            Some(server) => self
+                .sessions
+                .get(&registry::Participant {
+                    server,
+                    remote_pid: pid,
+                })
+                .copied(),
+        }
+    }
+
+    fn vertex(&self, s: &Seen) -> Vertex {
+        if let Some(pid) = self.own_dt(s.pid) {
+            return Vertex::Dt {
+                coordinator: self.own.to_string(),
+                pid,
+            };
+        }
+        let trusted = s.role.as_deref().is_some_and(|r| self.trusted.contains(r));
+        match s.app.as_deref().and_then(SessionName::parse) {
+            Some(SessionName { coordinator, pid }) if coordinator != self.own && trusted => {
+                Vertex::Dt { coordinator, pid }
+            }
+            _ => Vertex::Session {
+                node: self.w.node.clone(),
+                pid: s.pid,
+            },
+        }
+    }
+
+    fn edges(&self) -> Vec<Edge> {
+        self.w
+            .waits
+            .iter()
+            .map(|wait| Edge {
+                node: self.w.node.clone(),
+                waiter: self.vertex(&wait.waiter),
+                blocker: self.vertex(&wait.blocker),
+            })
+            .collect()
+    }
+}
+
+/// The OID of the foreign server named `node`, as the DTs published it.
+fn server_oid(node: &str) -> Option<u32> {
+    let name = std::ffi::CString::new(node).ok()?;
+    // SAFETY: a catalog lookup by name inside the check's transaction;
+    // missing_ok, so a server dropped meanwhile gives InvalidOid.
+    let oid = unsafe { pg_sys::get_foreign_server_oid(name.as_ptr(), true) };
+    (oid != pg_sys::InvalidOid).then(|| oid.to_u32())
 }
 
 /// Asks the victim to give up its DT: its latch wakes it if it waits on a
@@ -290,11 +414,16 @@ fn local_waits() -> Vec<Wait> {
         client
             .select(WAITS_SQL, None, &[])
             .map(|rows| {
-                rows.map(|r| Wait {
-                    waiter: r.get::<i32>(1).ok().flatten().unwrap_or(0),
-                    waiter_app: r.get::<String>(2).ok().flatten(),
-                    blocker: r.get::<i32>(3).ok().flatten().unwrap_or(0),
-                    blocker_app: r.get::<String>(4).ok().flatten(),
+                rows.map(|r| {
+                    let seen = |at: usize| Seen {
+                        pid: r.get::<i32>(at).ok().flatten().unwrap_or(0),
+                        app: r.get::<String>(at + 1).ok().flatten(),
+                        role: r.get::<String>(at + 2).ok().flatten(),
+                    };
+                    Wait {
+                        waiter: seen(1),
+                        blocker: seen(4),
+                    }
                 })
                 .collect()
             })
@@ -306,13 +435,15 @@ fn remote_waits(node: &str) -> DgResult<Vec<Wait>> {
     let Some(t) = cache::exec_once(&worker_target(node)?, WAITS_SQL, None)?.tuples else {
         return Ok(Vec::new());
     };
-    let pid = |r, c| t.text(r, c).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let seen = |r, at| Seen {
+        pid: t.text(r, at).and_then(|v| v.parse().ok()).unwrap_or(0),
+        app: t.text(r, at + 1),
+        role: t.text(r, at + 2),
+    };
     Ok((0..t.ntuples())
         .map(|r| Wait {
-            waiter: pid(r, 0),
-            waiter_app: t.text(r, 1),
-            blocker: pid(r, 2),
-            blocker_app: t.text(r, 3),
+            waiter: seen(r, 0),
+            blocker: seen(r, 3),
         })
         .collect())
 }

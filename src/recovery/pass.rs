@@ -115,9 +115,9 @@ pub fn scan() -> (Vec<InDoubt>, bool) {
 }
 
 fn skip_node(node: &str, e: DgError) {
-    pgrx::warning!(
-        "dg: skipping node \"{node}\" during recovery: {}",
-        e.message()
+    e.report_below_error(
+        pgrx::PgLogLevel::WARNING,
+        Some(&format!("dg: skipping node \"{node}\" during recovery")),
     );
 }
 

@@ -5,6 +5,12 @@
 //! results are drained. An ERROR that unwinds through a wait (a cancel, a
 //! timeout) leaves it set, which tells the abort path to cancel and drain
 //! before using the connection again.
+//!
+//! Notices and warnings the peer sends are queued by libpq's receiver and
+//! passed on here, after each libpq call returns: those about the user's
+//! statement reach the client as what they are, those about dg's own
+//! commands (BEGIN, PREPARE, a ROLLBACK with nothing open) only the
+//! server log at DEBUG1.
 
 use super::libpq::{Flush, PgConn, PgResult, Poll, ResultKind};
 use super::target::Target;
@@ -32,6 +38,10 @@ pub struct Connection {
     pipelined: bool,
     /// Rows of the last statement in flight come one result per row.
     stream_last: bool,
+    /// The user's statement in flight (last of its pipeline), for the
+    /// `remote SQL command` line of its errors and to tell its notices
+    /// from those of dg's own commands.
+    user_sql: Option<String>,
     conn: PgConn,
 }
 
@@ -83,6 +93,7 @@ impl Connection {
             queued: 0,
             pipelined: false,
             stream_last: false,
+            user_sql: None,
             conn,
         };
         c.exec(SESSION_SETUP, None, deadline)?;
@@ -116,14 +127,14 @@ impl Connection {
         deadline: Option<Instant>,
     ) -> DgResult<()> {
         match params {
-            Some(p) => self.send_after(&[], sql, p, deadline),
-            None => self.queue_and_flush(&[], deadline, |c| c.send_query(sql)),
+            Some(p) => self.queue_and_flush(&[], None, deadline, |c| c.send_query_params(sql, p)),
+            None => self.queue_and_flush(&[], None, deadline, |c| c.send_query(sql)),
         }
     }
 
     /// Queues `prelude` (statements without parameters, such as BEGIN) and
-    /// then `sql` as one pipeline, so all of them cost one round trip. A
-    /// failing prelude statement skips the rest.
+    /// then the user's statement `sql` as one pipeline, so all of them cost
+    /// one round trip. A failing prelude statement skips the rest.
     pub fn send_after(
         &mut self,
         prelude: &[String],
@@ -131,18 +142,23 @@ impl Connection {
         params: &[Option<String>],
         deadline: Option<Instant>,
     ) -> DgResult<()> {
-        self.queue_and_flush(prelude, deadline, |c| c.send_query_params(sql, params))
+        self.queue_and_flush(prelude, Some(sql), deadline, |c| {
+            c.send_query_params(sql, params)
+        })
     }
 
     fn queue_and_flush(
         &mut self,
         prelude: &[String],
+        user_sql: Option<&str>,
         deadline: Option<Instant>,
         queue_last: impl FnOnce(&PgConn) -> bool,
     ) -> DgResult<()> {
         if self.busy {
             return Err(self.lost("the connection is busy with another statement".into()));
         }
+        // Anything left from before (the session setup) is dg's own.
+        self.pass_on_notices();
         let pipelined = !prelude.is_empty();
         let queued = (!pipelined || self.conn.enter_pipeline_mode())
             && prelude.iter().all(|s| self.conn.send_query_params(s, &[]))
@@ -153,6 +169,7 @@ impl Connection {
         }
         crate::stats::count_request();
         self.busy = true;
+        self.user_sql = user_sql.map(str::to_owned);
         self.queued = prelude.len() + 1;
         self.pipelined = pipelined;
         self.stream_last = false;
@@ -197,7 +214,10 @@ impl Connection {
             while self.conn.is_busy() {
                 self.await_socket(Want::Read, deadline, "finish a statement")?;
             }
-            let Some(res) = self.conn.get_result() else {
+            let res = self.conn.get_result();
+            // Parsed while this statement's results were read: its own.
+            self.pass_on_notices();
+            let Some(res) = res else {
                 // The end of one statement's results; in a pipeline the
                 // next statement's follow, then the sync point.
                 if self.pipelined && self.queued > 0 && self.conn.is_ok() {
@@ -210,7 +230,8 @@ impl Connection {
             match res.kind() {
                 ResultKind::Error => {
                     if first_error.is_none() {
-                        first_error = Some(self.remote_error(&res));
+                        let statement = self.user_sql.clone().filter(|_| last);
+                        first_error = Some(self.remote_error(&res, statement));
                     }
                 }
                 ResultKind::Tuples | ResultKind::SingleTuple if last => {
@@ -239,6 +260,7 @@ impl Connection {
                 // transaction; the DT aborts with this error.
                 ResultKind::Other => {
                     self.busy = false;
+                    self.user_sql = None;
                     self.broken = true;
                     return Err(DgError::Unsupported(format!(
                         "COPY and other streaming protocols are not supported through dg (node \"{}\")",
@@ -248,6 +270,7 @@ impl Connection {
             }
         }
         self.busy = false;
+        self.user_sql = None;
         self.queued = 0;
         if !self.conn.is_ok() || self.pipelined {
             self.broken = true;
@@ -317,15 +340,30 @@ impl Connection {
         }
     }
 
-    fn remote_error(&mut self, res: &PgResult) -> DgError {
+    /// Reports the notices libpq queued during the last calls: to the
+    /// client while the user's statement is the one being read, else to
+    /// the server log. A cancel that arrives meanwhile is served at the
+    /// next wait.
+    fn pass_on_notices(&mut self) {
+        let to_client = self.user_sql.is_some() && self.queued == 1;
+        for notice in self.conn.take_notices() {
+            notice.report(&self.node, to_client);
+        }
+    }
+
+    /// The peer's error, whole: its SQLSTATE, message, detail, hint and
+    /// CONTEXT, and `statement` when it is the user's.
+    fn remote_error(&mut self, res: &PgResult, statement: Option<String>) -> DgError {
         match res.error_field(b'C') {
-            Some(sqlstate) => DgError::Remote(RemoteError {
+            Some(sqlstate) => DgError::Remote(Box::new(RemoteError {
                 node: self.node.clone(),
                 sqlstate,
                 message: res.error_field(b'M').unwrap_or_else(|| res.error_message()),
                 detail: res.error_field(b'D'),
                 hint: res.error_field(b'H'),
-            }),
+                context: res.error_field(b'W'),
+                statement,
+            })),
             // No SQLSTATE means libpq itself failed (the connection died).
             None => self.lost(res.error_message()),
         }

@@ -2,14 +2,25 @@
 //! `PGresult` and safe methods for the asynchronous API; nothing here
 //! blocks past its caller's deadline.
 
+use crate::error::RemoteNotice;
 use libpq_sys as pq;
-use std::ffi::{c_char, c_int, CStr, CString};
+use std::cell::Cell;
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::ptr::NonNull;
 use std::sync::mpsc;
 use std::time::Instant;
 
 /// An open (or opening) libpq connection; closed on drop.
-pub struct PgConn(NonNull<pq::PGconn>);
+pub struct PgConn {
+    conn: NonNull<pq::PGconn>,
+    /// What the peer's notices left for `take_notices`; boxed, so the
+    /// receiver's pointer to it survives moves of the `PgConn`.
+    notices: Box<Notices>,
+}
+
+/// Notices received and not taken yet. A Cell, not a RefCell: the
+/// receiver runs inside libpq calls, and must never fail.
+type Notices = Cell<Vec<RemoteNotice>>;
 
 /// A query result; cleared on drop.
 pub struct PgResult(NonNull<pq::PGresult>);
@@ -59,9 +70,32 @@ unsafe fn owned_string(p: *const c_char) -> Option<String> {
     }
 }
 
-/// Remote notices (a ROLLBACK outside a transaction warns, say) would go to
-/// the server's stderr by default; dg's own messages say what matters.
-unsafe extern "C" fn ignore_notice(_arg: *mut std::ffi::c_void, _message: *const c_char) {}
+/// libpq's notice receiver: runs inside PQisBusy, PQgetResult and the
+/// like, on the backend's thread, so it must not report anything itself
+/// (a report may raise an ERROR, which must never unwind through libpq's
+/// frames). It copies the notice into the connection's queue; the caller
+/// passes it on after the libpq call returns.
+unsafe extern "C" fn queue_notice(arg: *mut c_void, res: *const pq::PGresult) {
+    // SAFETY: `arg` is the connection's boxed queue, which outlives the
+    // PGconn; `res` and its fields live for the call.
+    unsafe {
+        let field = |code: u8| owned_string(pq::PQresultErrorField(res, code as c_int));
+        let notice = RemoteNotice {
+            severity: field(pq::PG_DIAG_SEVERITY_NONLOCALIZED)
+                .or_else(|| field(pq::PG_DIAG_SEVERITY))
+                .unwrap_or_default(),
+            sqlstate: field(pq::PG_DIAG_SQLSTATE),
+            message: field(pq::PG_DIAG_MESSAGE_PRIMARY).unwrap_or_default(),
+            detail: field(pq::PG_DIAG_MESSAGE_DETAIL),
+            hint: field(pq::PG_DIAG_MESSAGE_HINT),
+            context: field(pq::PG_DIAG_CONTEXT),
+        };
+        let queue = &*(arg as *const Notices);
+        let mut queued = queue.take();
+        queued.push(notice);
+        queue.set(queued);
+    }
+}
 
 impl PgConn {
     /// Starts a non-blocking connection attempt (`PQconnectStartParams`
@@ -88,21 +122,31 @@ impl PgConn {
             unsafe { pgrx::pg_sys::ReleaseExternalFD() };
             return Err("out of memory".into());
         };
-        let conn = PgConn(raw);
+        let conn = PgConn {
+            conn: raw,
+            notices: Box::default(),
+        };
         // SAFETY: conn is a live PGconn.
         if unsafe { pq::PQstatus(conn.ptr()) } == pq::ConnStatusType::CONNECTION_BAD {
             return Err(conn.error_message());
         }
-        // SAFETY: as above; the processor is a static function.
+        // SAFETY: as above; the receiver is a static function, its
+        // argument the queue the connection owns.
         unsafe {
             pq::PQsetnonblocking(conn.ptr(), 1);
-            pq::PQsetNoticeProcessor(conn.ptr(), Some(ignore_notice), std::ptr::null_mut());
+            let queue: *const Notices = &*conn.notices;
+            pq::PQsetNoticeReceiver(conn.ptr(), Some(queue_notice), queue as *mut c_void);
         }
         Ok(conn)
     }
 
     fn ptr(&self) -> *mut pq::PGconn {
-        self.0.as_ptr()
+        self.conn.as_ptr()
+    }
+
+    /// The notices and warnings received since the last call, in order.
+    pub fn take_notices(&self) -> Vec<RemoteNotice> {
+        self.notices.take()
     }
 
     pub fn poll(&self) -> Poll {

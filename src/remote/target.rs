@@ -9,6 +9,9 @@ use pgrx::pg_sys::Oid;
 pub struct Target {
     /// The node (foreign server) name, for messages.
     pub node: String,
+    /// The foreign server: with a remote backend pid, what identifies one
+    /// of this coordinator's sessions to its deadlock detector.
+    pub server: Oid,
     /// The user mapping whose credentials connect: the cache key.
     pub mapping: Oid,
     /// Syscache hash values of the server and the mapping, matched by

@@ -13,8 +13,8 @@ use crate::error::DgError;
 use crate::remote::cache;
 use crate::wakeup;
 use pgrx::pg_sys;
-use pgrx::pg_sys::panic::CaughtError;
-use pgrx::PgTryBuilder;
+use pgrx::pg_sys::panic::{CaughtError, ErrorReport};
+use pgrx::{PgLogLevel, PgTryBuilder};
 use std::ffi::c_void;
 use std::panic::AssertUnwindSafe;
 
@@ -145,19 +145,24 @@ unsafe extern "C-unwind" fn at_exit(_code: i32, _arg: pg_sys::Datum) {
     cache::close_all();
 }
 
-/// Runs cleanup that must not raise: any error or panic becomes a WARNING.
-/// PostgreSQL holds interrupts around these callbacks, and an ERROR zeroes
-/// the holdoff counters on its way out; they are put back, or the
-/// caller's RESUME_INTERRUPTS would wrap them and the backend would ignore
-/// cancel and terminate for good. What the cleanup left undone (a prepared
-/// peer, say) is the resolver's.
+/// Runs cleanup that must not raise: any error or panic becomes a WARNING
+/// that keeps the error's SQLSTATE, detail and hint (and, for dg's own
+/// errors, its context lines). PostgreSQL holds interrupts around these
+/// callbacks, and an ERROR zeroes the holdoff counters on its way out;
+/// they are put back, or the caller's RESUME_INTERRUPTS would wrap them
+/// and the backend would ignore cancel and terminate for good. So is the
+/// error context stack, as PG_CATCH does, once the WARNING has used it.
+/// What the cleanup left undone (a prepared peer, say) is the resolver's.
 fn never_raise(f: impl FnOnce()) {
-    // SAFETY: plain reads of backend-local counters.
-    let held = unsafe {
+    // SAFETY: plain reads of backend-local state.
+    let (held, context) = unsafe {
         (
-            pg_sys::InterruptHoldoffCount,
-            pg_sys::QueryCancelHoldoffCount,
-            pg_sys::CritSectionCount,
+            (
+                pg_sys::InterruptHoldoffCount,
+                pg_sys::QueryCancelHoldoffCount,
+                pg_sys::CritSectionCount,
+            ),
+            pg_sys::error_context_stack,
         )
     };
     PgTryBuilder::new(AssertUnwindSafe(f))
@@ -169,13 +174,27 @@ fn never_raise(f: impl FnOnce()) {
                 pg_sys::CritSectionCount = held.2;
             }
             wakeup::request_resolver_pass();
-            let message = match &e {
-                CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => {
-                    r.message().to_string()
-                }
-                CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
+            let caught = match &e {
+                CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => r,
+                CaughtError::RustPanic { ereport, .. } => ereport,
             };
-            pgrx::warning!("dg: cleanup after the transaction failed: {message}");
+            let mut warning = ErrorReport::new(
+                caught.sql_error_code(),
+                format!(
+                    "dg: cleanup after the transaction failed: {}",
+                    caught.message()
+                ),
+                "dg",
+            );
+            if let Some(d) = caught.detail() {
+                warning = warning.set_detail(d);
+            }
+            if let Some(h) = caught.hint() {
+                warning = warning.set_hint(h);
+            }
+            warning.report(PgLogLevel::WARNING);
+            // SAFETY: unlinks what the failed cleanup left linked.
+            unsafe { pg_sys::error_context_stack = context };
         })
         .execute()
 }

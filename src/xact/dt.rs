@@ -40,7 +40,7 @@ pub struct Dt {
     deciding_since: Option<Instant>,
     begin_sql: String,
     /// Published to the deadlock detector while the DT lives.
-    _registration: Registration,
+    registration: Registration,
 }
 
 /// `BEGIN` with the local transaction's isolation level and access mode,
@@ -113,7 +113,7 @@ impl Dt {
             protocol: None,
             deciding_since: None,
             begin_sql: begin_statement(),
-            _registration: Registration::enter(),
+            registration: Registration::enter(),
         }
     }
 
@@ -135,6 +135,7 @@ impl Dt {
             Some(i) => i,
             None => {
                 let conn = cache::take(&target)?;
+                self.registration.join(target.server, conn.backend_pid());
                 self.participants.push(Participant::new(conn));
                 self.participants.len() - 1
             }
@@ -381,6 +382,7 @@ impl Dt {
     /// Hands the participants' connections back to the cache and forgets
     /// them; the DT itself stays (aborted, until rolled back).
     pub(super) fn release_participants(&mut self) {
+        self.registration.forget_participants();
         for p in std::mem::take(&mut self.participants) {
             cache::give_back(p.conn);
         }
@@ -420,6 +422,7 @@ fn settle_prepared(node: &str, action: &'static str, r: Option<DgResult<Outcome>
         node: node.to_string(),
         action,
         cause: e.message(),
+        detail: e.detail(),
     }
     .warn();
 }

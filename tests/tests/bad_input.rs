@@ -1,4 +1,4 @@
-//! Bad input that one pg_regress node cannot show (DESIGN §6): a peer
+//! Bad input that one pg_regress node cannot show (README, "Bad input"): a peer
 //! with password authentication, peers that are down or are not
 //! PostgreSQL, and a coordinator that is a hot standby. Each case must end
 //! in a clear error with its SQLSTATE, leave nothing open or prepared on

@@ -1,4 +1,4 @@
-//! The chaos bank (DESIGN §7): clients move random amounts between
+//! The chaos bank (README, "Guarantees"): clients move random amounts between
 //! accounts on three peers through dg while a driver kills the coordinator
 //! server, kills and restarts peers, and cuts, black-holes, delays and heals
 //! the links through proxies. Afterwards: the total money is unchanged,

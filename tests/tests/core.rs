@@ -1,4 +1,5 @@
-//! Core semantics of DESIGN §2–3 across a coordinator and two peers.
+//! Core semantics across a coordinator and two peers (README, "Concepts";
+//! src/README.md, "Scopes" and "The commit protocol").
 //!
 //! Every effect is checked on the peers themselves, through their own
 //! connections, never only through dg. The tests share one cluster, each
@@ -467,7 +468,7 @@ fn gid_format() {
 
 /// The GIDs dg really prepares, observed without racing: inside a block,
 /// `dg.dist_commit()` runs the prepare phase at once and the block's COMMIT
-/// seals it (DESIGN §2), so in between the peers hold the prepared
+/// seals it (README, "Where a DT ends"), so in between the peers hold the prepared
 /// transactions for us to read.
 #[test]
 fn real_gids_follow_the_format() {

@@ -268,3 +268,204 @@ fn two_coordinators_sharing_peers() {
     let cancelled = deadlocks(&mut db.coord()) - before + deadlocks(&mut other.client("dl_coords"));
     assert_eq!(cancelled, 1);
 }
+
+/// A role on peer1 with a login and rights on table `m` there, nothing
+/// else: no dg, no other node, no rights on the coordinator.
+fn mallory(db: &Db) -> String {
+    db.peer(1)
+        .batch_execute(
+            "DO $$BEGIN
+                 IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'mallory') THEN
+                     CREATE ROLE mallory LOGIN;
+                 END IF;
+             END$$;
+             CREATE TABLE m (id int PRIMARY KEY, v int NOT NULL);
+             INSERT INTO m VALUES (1, 0), (2, 0);
+             GRANT SELECT, UPDATE ON m TO mallory",
+        )
+        .unwrap();
+    format!(
+        "host=127.0.0.1 port={} user=mallory dbname={} connect_timeout=10",
+        CLUSTER.peers[0].port, db.name
+    )
+}
+
+/// A session of mallory's on peer1 that calls itself `name` (anyone may
+/// set any application name) and bounds its own lock waits.
+fn forged(conninfo: &str, name: &str) -> Client {
+    let mut c = Client::connect(conninfo, dg_tests::postgres::NoTls).unwrap();
+    c.execute("SELECT set_config('application_name', $1, false)", &[&name])
+        .unwrap();
+    c.batch_execute("SET lock_timeout = '20s'").unwrap();
+    c
+}
+
+/// Runs `sql` on `c` in the background (it may block on a lock).
+fn later(
+    mut c: Client,
+    sql: &'static str,
+) -> JoinHandle<(Client, Result<u64, dg_tests::postgres::Error>)> {
+    std::thread::spawn(move || {
+        let r = c.execute(sql, &[]);
+        (c, r)
+    })
+}
+
+/// Whether the detector ran two whole checks since `since` (a timestamp
+/// of peer1's clock) within ten seconds: its query on peer1 started after
+/// `since`, and then once more, so the second check read every node after
+/// `since`. (A detector with no DT left to watch stops checking.)
+fn two_checks_after(db: &Db, since: &str) -> bool {
+    let mut since = since.to_string();
+    for _ in 0..2 {
+        let mut last = None;
+        let checked = wait_until(Duration::from_secs(10), || {
+            last = db
+                .peer(1)
+                .query_opt(
+                    "SELECT max(query_start)::text FROM pg_stat_activity
+                      WHERE datname = current_database() AND pid <> pg_backend_pid()
+                        AND query LIKE '%pg_blocking_pids%'
+                        AND query_start > $1::text::timestamptz",
+                    &[&since],
+                )
+                .unwrap()
+                .and_then(|r| r.get::<_, Option<String>>(0));
+            last.is_some()
+        });
+        match last {
+            Some(t) if checked => since = t,
+            _ => return false,
+        }
+    }
+    true
+}
+
+fn peer1_now(db: &Db) -> String {
+    db.peer(1)
+        .query_one("SELECT now()::text", &[])
+        .unwrap()
+        .get(0)
+}
+
+const FALSE_DEADLOCK: &str = "distributed deadlock detected";
+
+/// An unprivileged role on peer1 reads a running DT's session name from
+/// pg_stat_activity and builds, from two sessions under that name and one
+/// plain session, the wait cycle "the DT waits for a plain session that
+/// waits for the DT". Those sessions are not the DT's (their pids are not
+/// its connections'), so the DT, waiting on peer2 meanwhile, is neither
+/// cancelled nor counted or logged as a deadlock, and commits.
+#[test]
+fn a_forged_session_name_is_not_the_dt() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let db = rows("dl_forged_own");
+    let conninfo = mallory(&db);
+    let before = deadlocks(&mut db.coord());
+    let logged = CLUSTER.coordinator.log_count(FALSE_DEADLOCK);
+    // The DT has a session on peer1 and waits on peer2 for a row a plain
+    // session there holds.
+    let mut dt = holding(&db, "peer1");
+    let pid: i32 = dt.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    let mut holder = db.peer(2);
+    holder.batch_execute(&format!("BEGIN; {BUMP}")).unwrap();
+    let dt = bump_later(dt, "peer2");
+    assert!(wait_until(Duration::from_secs(10), || lock_waiters(&db, 2) == 1));
+    // What mallory sees.
+    let mut look = Client::connect(&conninfo, dg_tests::postgres::NoTls).unwrap();
+    let name: String = look
+        .query_one(
+            "SELECT application_name FROM pg_stat_activity WHERE application_name LIKE $1",
+            &[&format!("dg:%:{pid}")],
+        )
+        .unwrap()
+        .get(0);
+    let mut f1 = forged(&conninfo, &name);
+    let mut f2 = forged(&conninfo, &name);
+    let mut plain = forged(&conninfo, "psql");
+    f2.batch_execute("BEGIN; UPDATE m SET v = 1 WHERE id = 1")
+        .unwrap();
+    plain
+        .batch_execute("BEGIN; UPDATE m SET v = 1 WHERE id = 2")
+        .unwrap();
+    let plain = later(plain, "UPDATE m SET v = 2 WHERE id = 1");
+    assert!(wait_until(Duration::from_secs(10), || lock_waiters(&db, 1) == 1));
+    f1.batch_execute("BEGIN").unwrap();
+    let f1 = later(f1, "UPDATE m SET v = 2 WHERE id = 2");
+    assert!(wait_until(Duration::from_secs(10), || lock_waiters(&db, 1) == 2));
+    let checked = two_checks_after(&db, &peer1_now(&db));
+    // Undo the fake cycle, then let the DT go on.
+    f2.batch_execute("ROLLBACK").unwrap();
+    let (mut plain, r) = plain.join().unwrap();
+    r.unwrap();
+    plain.batch_execute("ROLLBACK").unwrap();
+    let (mut f1, r) = f1.join().unwrap();
+    r.unwrap();
+    f1.batch_execute("ROLLBACK").unwrap();
+    holder.batch_execute("ROLLBACK").unwrap();
+    let (mut dt, r) = dt.join().unwrap();
+    assert_eq!(r.expect("the DT must not be cancelled"), 1);
+    dt.batch_execute("COMMIT").unwrap();
+    assert_eq!((value(&db, 1), value(&db, 2)), (1, 1));
+    assert_eq!(deadlocks(&mut db.coord()), before);
+    assert_eq!(CLUSTER.coordinator.log_count(FALSE_DEADLOCK), logged);
+    assert!(
+        checked,
+        "the detector did not check peer1: the test proved nothing"
+    );
+}
+
+/// The same role names two of its sessions after another coordinator's
+/// DT: one holds a row the DT waits for, the other waits for a row the DT
+/// holds. Read by name, that is a cycle between the DT and "the other
+/// DT", and with a coordinator UUID below this one's, the DT would be its
+/// victim. Sessions of a role that none of the DT's sessions run as are
+/// not trusted to be anyone's DT: the DT just waits, and commits once the
+/// row is free.
+#[test]
+fn a_forged_foreign_name_closes_no_cycle() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let db = rows("dl_forged_foreign");
+    let conninfo = mallory(&db);
+    let before = deadlocks(&mut db.coord());
+    let logged = CLUSTER.coordinator.log_count(FALSE_DEADLOCK);
+    let name = "dg:00000000-0000-0000-0000-000000000000:1";
+    let mut f1 = forged(&conninfo, name);
+    let mut f2 = forged(&conninfo, name);
+    f1.batch_execute("BEGIN; UPDATE m SET v = 1 WHERE id = 2")
+        .unwrap();
+    let mut dt = db.coord();
+    dt.batch_execute(BOUNDED).unwrap();
+    dt.batch_execute("BEGIN").unwrap();
+    dist_exec(&mut dt, "peer1", "UPDATE m SET v = v + 1 WHERE id = 1", &[]).unwrap();
+    let dt = std::thread::spawn(move || {
+        let r = dist_exec(&mut dt, "peer1", "UPDATE m SET v = v + 1 WHERE id = 2", &[]);
+        (dt, r)
+    });
+    assert!(wait_until(Duration::from_secs(10), || lock_waiters(&db, 1) == 1));
+    f2.batch_execute("BEGIN").unwrap();
+    let f2 = later(f2, "UPDATE m SET v = 2 WHERE id = 1");
+    assert!(wait_until(Duration::from_secs(10), || lock_waiters(&db, 1) == 2));
+    let checked = two_checks_after(&db, &peer1_now(&db));
+    f1.batch_execute("ROLLBACK").unwrap();
+    let (mut dt, r) = dt.join().unwrap();
+    assert_eq!(r.expect("the DT must not be cancelled"), 1);
+    dt.batch_execute("COMMIT").unwrap();
+    let (mut f2, r) = f2.join().unwrap();
+    r.unwrap();
+    f2.batch_execute("ROLLBACK").unwrap();
+    let m: Vec<i32> = db
+        .peer(1)
+        .query("SELECT v FROM m ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(m, [1, 1]);
+    assert_eq!(deadlocks(&mut db.coord()), before);
+    assert_eq!(CLUSTER.coordinator.log_count(FALSE_DEADLOCK), logged);
+    assert!(
+        checked,
+        "the detector did not check peer1: the test proved nothing"
+    );
+}

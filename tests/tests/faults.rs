@@ -1,4 +1,4 @@
-//! Faults at every point of the commit protocol (DESIGN §3, §7). Each
+//! Faults at every point of the commit protocol (src/README.md, "The commit protocol"). Each
 //! transfer moves 100 between the peers and writes a ledger row on the
 //! coordinator in the same block, so a coordinator that disagrees with its
 //! peers shows.

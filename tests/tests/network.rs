@@ -1,4 +1,4 @@
-//! Network faults between the coordinator and its peers (DESIGN §7), made
+//! Network faults between the coordinator and its peers (README, "Guarantees"), made
 //! by a proxy on each link: a cut at every protocol message or byte count
 //! leaves each transfer all-or-nothing once the network heals, and a black
 //! hole (a link that accepts and never answers) makes a DT fail, or its

@@ -1,4 +1,4 @@
-//! The resolver worker (DESIGN §4): in-doubt transactions end on their own,
+//! The resolver worker (src/README.md, "Recovery"): in-doubt transactions end on their own,
 //! with no client connected, also after a coordinator crash, and the
 //! decision table empties once transactions are finished.
 //!
