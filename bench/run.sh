@@ -309,3 +309,14 @@ check() { awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN { ok = (op == ">=") ? v >= t
     echo "| invariant violations (money, prepared left, failed) | $violations | $(check "$violations" "<=" 0) |"
 } | tee "$report"
 say "written to ${report#"$DG_REPO"/}"
+
+# Pictures of the same numbers, drawn from the report, beside it; the
+# latest-*.svg copies are what README shows.
+say "plots (bench/plot.py)"
+pylib="$DG_DATA_ROOT/pylib-bench"
+pip_target "$pylib" "$DG_REPO/bench/requirements.txt"
+for svg in $(PYTHONPATH="$pylib" python3 "$DG_REPO/bench/plot.py" "$report"); do
+    name=${svg##*/}
+    cp "$svg" "$results/latest-${name#"$stamp"-}"
+    echo "  ${svg#"$DG_REPO"/}"
+done

@@ -11,14 +11,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 pylib="$DG_DATA_ROOT/pylib"
-req="$DG_REPO/examples/requirements.txt"
-stamp="$pylib/.requirements"
-if ! cmp -s "$req" "$stamp" 2>/dev/null; then
-    say "pip install -r examples/requirements.txt (into $pylib)"
-    rm -rf "$pylib"
-    python3 -m pip install -q --disable-pip-version-check --target "$pylib" -r "$req"
-    cp "$req" "$stamp"
-fi
+pip_target "$pylib" "$DG_REPO/examples/requirements.txt"
 
 "$DG_REPO/scripts/demo.sh" >/dev/null
 say "examples/bank.py against the demo cluster"

@@ -65,6 +65,19 @@ mkdir -p "$DG_DATA_ROOT"
 # Root-owned but traversable; postgres owns only the directories inside.
 chmod 755 "$DG_DATA_ROOT"
 
+# pip_target DIR REQUIREMENTS: the pinned Python packages of REQUIREMENTS,
+# from PyPI into DIR (for PYTHONPATH), not into the system's Python;
+# reinstalled only when the file changes.
+pip_target() {
+    local dir=$1 req=$2
+    if ! cmp -s "$req" "$dir/.requirements" 2>/dev/null; then
+        say "pip install -r ${req#"$DG_REPO"/} (into $dir)"
+        rm -rf "$dir"
+        python3 -m pip install -q --disable-pip-version-check --target "$dir" -r "$req"
+        cp "$req" "$dir/.requirements"
+    fi
+}
+
 # ---------------------------------------------------------------------------
 # Installing dg
 # ---------------------------------------------------------------------------

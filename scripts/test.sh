@@ -7,6 +7,7 @@
 #   regress      the pg_regress suite (scripts/regress.sh)
 #   multinode    the multi-node tests in tests/
 #   example      examples/bank.py, a psycopg client, against the demo cluster
+#   plots        bench/plot.py's tests (the pictures `make bench` draws)
 # and ends with one line over all runners: "dg: N passed, 0 failed".
 #
 #   DG_FEATURES  extra cargo features for every build here (e.g. fault injection)
@@ -30,12 +31,12 @@ summary() {
         echo "dg: test stage '${current:-setup}' failed"
         return
     fi
-    # cargo prints "test result: ok. N passed; ..." per test binary and
-    # pg_regress "All N tests passed."
+    # cargo prints "test result: ok. N passed; ..." per test binary,
+    # pg_regress "All N tests passed." and Python's unittest "Ran N tests".
     local passed
     passed=$(cat "$logs"/*.log 2>/dev/null |
         sed -nE 's/^test result: ok\. ([0-9]+) passed.*/\1/p; s/^ *All ([0-9]+) tests passed.*/\1/p;
-                 s/^bank: ([0-9]+) passed, 0 failed$/\1/p' |
+                 s/^bank: ([0-9]+) passed, 0 failed$/\1/p; s/^Ran ([0-9]+) tests? in .*/\1/p' |
         awk '{ n += $1 } END { print n + 0 }')
     say "all stages passed: ${done_stages[*]}"
     echo "dg: $passed passed, 0 failed"
@@ -96,4 +97,10 @@ example() {
     stop_clusters_under "$DG_DATA_ROOT/demo"
 }
 stage example example
+plots() {
+    local pylib="$DG_DATA_ROOT/pylib-bench"
+    pip_target "$pylib" "$DG_REPO/bench/requirements.txt"
+    (cd "$DG_REPO/bench" && PYTHONPATH="$pylib" python3 -B -m unittest discover -s . -p 'test_*.py')
+}
+stage plots plots
 current=""
