@@ -7,7 +7,7 @@
 # the environment, if any.
 TEST_FEATURES ?= fault_injection
 
-.PHONY: help demo stop test chaos setup install regress bench bench-long clean-data mutants
+.PHONY: help demo stop test chaos setup install regress bench bench-long clean-data mutants package test-package
 
 help:
 	@echo "make demo        set up everything, start a coordinator and two peers, run a transfer"
@@ -20,6 +20,8 @@ help:
 	@echo "make regress     run the pg_regress suite against the installed dg"
 	@echo "make bench       dg against dblink 2PC, postgres_fdw and one node (bench/results/)"
 	@echo "make bench-long  dg at 8 clients for 10 minutes, then the decision table's size"
+	@echo "make package     per supported major, an installable tarball in dist/ (no Rust needed to install)"
+	@echo "make test-package  install the package on a server without dg and run the demo transfer with it"
 	@echo "make clean-data  stop the nodes and delete their data"
 
 demo:
@@ -52,6 +54,13 @@ bench:
 
 bench-long:
 	@DG_BENCH_LONG=1 bash bench/run.sh
+
+package:
+	@bash scripts/package.sh
+
+# Takes /tmp/dg-pg15.lock itself.
+test-package:
+	@bash scripts/package-test.sh
 
 clean-data:
 	@bash scripts/stop.sh --clean

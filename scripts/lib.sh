@@ -148,6 +148,15 @@ port_in_use() {
     [ "$rc" != 2 ]
 }
 
+# Close every file descriptor above 2 in the current (sub)shell.
+close_inherited_fds() {
+    local fd
+    for fd in $(ls /proc/$BASHPID/fd); do
+        [ "$fd" -gt 2 ] || continue
+        eval "exec $fd>&-" 2>/dev/null || true
+    done
+}
+
 # node_start NAME PORT [postgresql.conf lines...]
 # initdb if the data directory is missing, write the settings, start.
 # Extra lines come after the defaults, so they override them (later lines
@@ -197,7 +206,10 @@ node_start() {
     } >"$dir/postgresql.auto.conf"
     chown postgres:postgres "$dir/postgresql.auto.conf"
 
-    if ! as_postgres "$DG_PG_BIN/pg_ctl" start -D "$dir" -l "$dir/server.log" -w -t 120 -s; then
+    # The postmaster would inherit our open files, a caller's lock among
+    # them (`flock LOCK make demo`), and hold that lock for as long as the
+    # node runs: start it with only stdin, stdout and stderr.
+    if ! (close_inherited_fds && as_postgres "$DG_PG_BIN/pg_ctl" start -D "$dir" -l "$dir/server.log" -w -t 120 -s); then
         tail -n 30 "$dir/server.log" >&2 || true
         die "node $name did not start (log: $dir/server.log)"
     fi
