@@ -7,6 +7,12 @@
 # the environment, if any.
 TEST_FEATURES ?= fault_injection
 
+# PG=NN picks the PostgreSQL major for every target (default 15, Debian's;
+# see scripts/pg.sh): make demo PG=18, make test PG=17, make bench PG=16.
+ifdef PG
+export PG
+endif
+
 .PHONY: help demo stop test chaos setup install regress bench bench-long clean-data mutants package test-package
 
 help:

@@ -33,7 +33,7 @@ accounts=${DG_BENCH_ACCOUNTS:-100000}
 rows=${DG_BENCH_ROWS:-10000000}
 long=${DG_BENCH_LONG:-0}
 long_seconds=${DG_BENCH_LONG_SECONDS:-600}
-base=${DG_BENCH_PORT:-5901}
+base=${DG_BENCH_PORT:-$((5901 + DG_PORT_OFFSET))}
 npeers=8
 coord=$base
 peer_port() { echo $((base + $1)); }

@@ -3,16 +3,17 @@
 # transfer between the peers, and the nodes left running. Safe to rerun:
 # every step is idempotent (each run moves another 100).
 #
-#   DG_COORD_PORT (5801), DG_PEER1_PORT (5802), DG_PEER2_PORT (5803)
+#   DG_COORD_PORT (5801), DG_PEER1_PORT (5802), DG_PEER2_PORT (5803),
+#   each + DG_PORT_OFFSET (100 per major past 15, scripts/lib.sh)
 #   DG_NO_BUILD=1  use the dg already installed (make test's build)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 [ "${DG_NO_BUILD:-0}" = 1 ] || DG_RELEASE=1 "$DG_REPO/scripts/setup.sh"
 
-coord=${DG_COORD_PORT:-5801}
-p1=${DG_PEER1_PORT:-5802}
-p2=${DG_PEER2_PORT:-5803}
+coord=${DG_COORD_PORT:-$((5801 + DG_PORT_OFFSET))}
+p1=${DG_PEER1_PORT:-$((5802 + DG_PORT_OFFSET))}
+p2=${DG_PEER2_PORT:-$((5803 + DG_PORT_OFFSET))}
 
 say "starting coordinator :$coord and peers :$p1 :$p2 (data in $DG_DATA_ROOT/demo)"
 node_start demo/coord "$coord" "shared_preload_libraries = 'dg'"

@@ -16,5 +16,5 @@ pip_target "$pylib" "$DG_REPO/examples/requirements.txt"
 "$DG_REPO/scripts/demo.sh" >/dev/null
 say "examples/bank.py against the demo cluster"
 # shellcheck disable=SC2086
-PYTHONPATH="$pylib" python3 "$DG_REPO/examples/bank.py" --port "${DG_COORD_PORT:-5801}" \
+PYTHONPATH="$pylib" python3 "$DG_REPO/examples/bank.py" --port "${DG_COORD_PORT:-$((5801 + DG_PORT_OFFSET))}" \
     --dbname demo ${DG_BANK_ARGS:-}

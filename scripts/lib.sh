@@ -6,20 +6,23 @@
 # 127.0.0.1 only and trust every loopback connection.
 #
 # Environment (all optional):
-#   PG_CONFIG     pg_config of the target PostgreSQL (default: Debian's PG 15)
+#   PG            the PostgreSQL major to run (14-18; default 15, Debian's);
+#                 others come from scripts/pg.sh, each with its own data
+#                 root (<repo>/.dg/run-pgNN) and ports (+100 per major)
+#   PG_CONFIG     pg_config of the target PostgreSQL (default: that of PG)
 #   DG_DATA_ROOT  where node data lives (default <repo>/.dg, see below)
 #   DG_RELEASE=1  build dg with the release profile
 #   DG_FEATURES   extra cargo features for the dg build (space separated)
-# Exported to child processes: DG_REPO, DG_DATA_ROOT, PG_CONFIG, DG_PG_BIN.
+# Exported to child processes: DG_REPO, DG_DATA_ROOT, PG, PG_CONFIG,
+# DG_PG_BIN, DG_PORT_OFFSET (and PGRX_HOME, LD_LIBRARY_PATH off PG 15).
 
 set -euo pipefail
 
 DG_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
-# PostgreSQL's own bin dir, not $PATH: /usr/bin/psql is Debian's
-# version-picking wrapper and /usr/local/bin may hold stray symlinks.
-DG_PG_BIN=$("$PG_CONFIG" --bindir)
-export DG_REPO PG_CONFIG DG_PG_BIN
+# shellcheck source=scripts/pg.sh
+source "$DG_REPO/scripts/pg.sh"
+PG=${PG:-$DG_PG_SYSTEM_MAJOR}
+export DG_REPO PG
 
 # `make` may run from a shell whose PATH lacks rustup's bin dir.
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -59,11 +62,42 @@ dg_data_root() {
 
 # Decide once per top-level command: exported, so child scripts neither
 # repeat the check nor the warning.
-DG_DATA_ROOT=${DG_DATA_ROOT:-$(dg_data_root)}
-export DG_DATA_ROOT
+if [ -z "${DG_DATA_ROOT:-}" ]; then
+    DG_DATA_ROOT=$(dg_data_root)
+    mkdir -p "$DG_DATA_ROOT"
+    chmod 755 "$DG_DATA_ROOT"
+    # The trees of other majors are cached beside the default data; their
+    # nodes get a root of their own, so no two majors share a directory.
+    if [ -z "${PG_CONFIG:-}" ]; then
+        PG_CONFIG=$(pg_config_of "$PG" "$DG_DATA_ROOT/pg")
+    fi
+    [ "$PG" = "$DG_PG_SYSTEM_MAJOR" ] || DG_DATA_ROOT="$DG_DATA_ROOT/run-pg$PG"
+fi
+PG_CONFIG=${PG_CONFIG:-$(pg_config_of "$PG" "$DG_DATA_ROOT/pg")}
+# PostgreSQL's own bin dir, not $PATH: /usr/bin/psql is Debian's
+# version-picking wrapper and /usr/local/bin may hold stray symlinks.
+DG_PG_BIN=$("$PG_CONFIG" --bindir)
+# Fixed ports move by 100 per major, so nodes of two majors can run at once.
+DG_PORT_OFFSET=$(((PG - DG_PG_SYSTEM_MAJOR) * 100))
+export DG_DATA_ROOT PG_CONFIG DG_PG_BIN DG_PORT_OFFSET
 mkdir -p "$DG_DATA_ROOT"
 # Root-owned but traversable; postgres owns only the directories inside.
 chmod 755 "$DG_DATA_ROOT"
+
+if [ "$PG" != "$DG_PG_SYSTEM_MAJOR" ]; then
+    # The wheels' libpq users (dblink, postgres_fdw, dg) carry a run path
+    # to /opt/postgresql/lib, which does not exist: without this they load
+    # the system's libpq 15 (undefined symbol PQcancelStart on 17+).
+    # Every server and client started from here inherits it.
+    export LD_LIBRARY_PATH="$("$PG_CONFIG" --libdir)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    # pgrx's own config names the tree of this major (and the system 15);
+    # written here, so `cargo pgrx init` never downloads a server.
+    export PGRX_HOME="$DG_DATA_ROOT/pgrx"
+    mkdir -p "$PGRX_HOME"
+    printf '[configs]\npg%s = "%s"\npg%s = "%s"\n' \
+        "$DG_PG_SYSTEM_MAJOR" "$(pg_config_of "$DG_PG_SYSTEM_MAJOR" "")" "$PG" "$PG_CONFIG" \
+        >"$PGRX_HOME/config.toml"
+fi
 
 # pip_target DIR REQUIREMENTS: the pinned Python packages of REQUIREMENTS,
 # from PyPI into DIR (for PYTHONPATH), not into the system's Python;

@@ -15,7 +15,7 @@ source "$(dirname "$0")/lib.sh"
 exec 9>"${DG_LOCK:-/tmp/dg-pg15.lock}"
 flock 9
 
-"$DG_REPO/scripts/package.sh"
+DG_PACKAGE_MAJORS=15 "$DG_REPO/scripts/package.sh"
 version=$(sed -nE 's/^version = "(.*)"/\1/p' "$DG_REPO/Cargo.toml" | head -1)
 tarball="$DG_REPO/dist/dg-$version-pg15-$(uname -m).tar.gz"
 work="$DG_DATA_ROOT/package-test"
@@ -85,7 +85,7 @@ say "3. a clean install runs the demo transfer"
 [ ! -e "$libdir/dg.so" ] && [ ! -e "$extdir/dg.control" ] || die "dg is still installed after --uninstall"
 "$pkg/install.sh" --pg-config "$PG_CONFIG"
 cmp -s "$pkg/lib/dg.so" "$libdir/dg.so" || die "install.sh did not install the package's dg.so"
-port=${DG_PACKAGE_PORT:-5891}
+port=${DG_PACKAGE_PORT:-$((5891 + DG_PORT_OFFSET))}
 out=$(DG_NO_BUILD=1 DG_DATA_ROOT="$work" DG_COORD_PORT=$port DG_PEER1_PORT=$((port + 1)) \
     DG_PEER2_PORT=$((port + 2)) "$DG_REPO/scripts/demo.sh" 2>&1) || {
     echo "$out"

@@ -10,7 +10,8 @@
 # machine's paths: install.sh asks the target's pg_config where they go,
 # so one package serves Debian's layout and a relocated tree alike.
 #
-#   DG_PACKAGE_MAJORS  the majors to build (default: 15)
+#   DG_PACKAGE_MAJORS  the majors to build (default: every supported one,
+#                      15 from Debian, the others from scripts/pg.sh's trees)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -22,12 +23,10 @@ mkdir -p "$dist"
 unset DG_FEATURES
 export DG_RELEASE=1
 
-for major in ${DG_PACKAGE_MAJORS:-15}; do
-    case $major in
-    15) PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config ;;
-    *) die "no PostgreSQL $major here to build a package for (supported: 15)" ;;
-    esac
-    export PG_CONFIG
+# package MAJOR: one package, built against that major's pg_config (lib.sh
+# in a child with PG=MAJOR sets up the tree, pgrx config and library path).
+if [ "${1:-}" = --one ]; then
+    major=$PG
     name="dg-$version-pg$major"
     build="$DG_DATA_ROOT/package-pg$major"
     dg_build_package "$DG_REPO" "$build"
@@ -41,4 +40,10 @@ for major in ${DG_PACKAGE_MAJORS:-15}; do
     (cd "$stage_dir" && find lib extension install.sh MAJOR -type f | sort | xargs sha256sum >SHA256SUMS)
     tar -C "$DG_DATA_ROOT/dist" -czf "$dist/$name-$arch.tar.gz" "$name"
     say "dist/$name-$arch.tar.gz"
+    exit 0
+fi
+
+for major in ${DG_PACKAGE_MAJORS:-$(printf "%s\n" "$DG_PG_SYSTEM_MAJOR" "${!DG_PG_WHEELS[@]}" | sort -n)}; do
+    [ "$major" -ge 15 ] || { say "skipping PostgreSQL $major: dg coordinators run on 15 and later"; continue; }
+    env -u DG_DATA_ROOT -u PG_CONFIG -u PGRX_HOME PG="$major" "$0" --one
 done

@@ -8,18 +8,17 @@
 #   peer1        DG_REGRESS_PORT + 1 (5812)
 #   peer2        DG_REGRESS_PORT + 2 (5813)
 #   peer_noprep  DG_REGRESS_PORT + 3 (5814), max_prepared_transactions = 0
-# The test SQL hardcodes the default peer ports 5812-5814: overriding
-# DG_REGRESS_PORT moves the peers too, and the suite then fails unless the
-# SQL reads DG_REGRESS_PEER{1,2,_NOPREP}_PORT (psql: \getenv).
+# (each + DG_PORT_OFFSET, 100 per major past 15, scripts/lib.sh). The test
+# SQL reads the peer ports from DG_REGRESS_PEER{1,2,_NOPREP}_PORT (psql
+# \getenv), so DG_REGRESS_PORT moves the whole suite.
 #
 #   DG_KEEP=1  leave the nodes running afterwards
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-coord=${DG_REGRESS_PORT:-5811}
+coord=${DG_REGRESS_PORT:-$((5811 + DG_PORT_OFFSET))}
 export DG_REGRESS_PEER1_PORT=$((coord + 1)) DG_REGRESS_PEER2_PORT=$((coord + 2)) \
     DG_REGRESS_PEER_NOPREP_PORT=$((coord + 3))
-[ "$coord" = 5811 ] || warn "DG_REGRESS_PORT=$coord: the test SQL assumes peers on 5812-5814"
 
 inputdir="$DG_REPO/pg_regress"
 root="$DG_DATA_ROOT/regress"

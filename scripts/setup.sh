@@ -30,8 +30,9 @@ install_tools() {
         cargo install cargo-pgrx --version 0.18.0 --locked --quiet
     fi
 
-    # PGRX_HOME is normally unset; pgrx then uses ~/.pgrx.
-    if ! grep -qs '^pg15 *=' "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
+    # PGRX_HOME is normally unset; pgrx then uses ~/.pgrx. Off PG 15,
+    # lib.sh has written a PGRX_HOME of the major's own.
+    if [ "$PG" = "$DG_PG_SYSTEM_MAJOR" ] && ! grep -qs '^pg15 *=' "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
         say "cargo pgrx init --pg15 $PG_CONFIG"
         cargo pgrx init --pg15 "$PG_CONFIG" >/dev/null
     fi

@@ -77,7 +77,7 @@ pgrx_test() {
     rm -rf "$pgdata"
     mkdir -p "$pgdata"
     chown postgres:postgres "$pgdata"
-    in_repo cargo pgrx test pg15 --runas postgres --pgdata "$pgdata" "${features[@]}"
+    in_repo cargo pgrx test "pg$PG" --runas postgres --pgdata "$pgdata" "${features[@]}"
 }
 
 if [ "${DG_LINT:-0}" = 1 ]; then

@@ -19,7 +19,7 @@ use pgrx::prelude::*;
 use pgrx::shmem::PGRXSharedMemory;
 use std::cell::Cell;
 
-/// Backends (by `pgprocno`) that can take part in detection; one past
+/// Backends (by `my_procno`) that can take part in detection; one past
 /// this runs DTs that are never chosen as victims.
 const SLOTS: usize = 1024;
 /// Databases with a detector at once.
@@ -121,6 +121,20 @@ pub fn init() {
     pgrx::pg_shmem_init!(REGISTRY);
 }
 
+/// This backend's number among the PGPROCs: a field of PGPROC before 17,
+/// a global of its own (`MyProcNumber`) since.
+#[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15", feature = "pg16"))]
+fn my_procno() -> usize {
+    // SAFETY: MyProc is set for every backend that runs SQL.
+    unsafe { (*pg_sys::MyProc).pgprocno as usize }
+}
+
+#[cfg(any(feature = "pg17", feature = "pg18"))]
+fn my_procno() -> usize {
+    // SAFETY: reads a global set once at backend start.
+    unsafe { pg_sys::MyProcNumber as usize }
+}
+
 fn now() -> i64 {
     // SAFETY: reads the clock.
     unsafe { pg_sys::GetCurrentTimestamp() }
@@ -129,10 +143,10 @@ fn now() -> i64 {
 /// Publishes this backend's new DT. Returns true when its database has no
 /// detector and this backend has claimed the job of starting one.
 fn enter() -> bool {
-    // SAFETY: reads the backend's own PGPROC and ids.
+    // SAFETY: reads the backend's own ids.
     let (procno, pid, database) = unsafe {
         (
-            (*pg_sys::MyProc).pgprocno as usize,
+            my_procno(),
             pg_sys::MyProcPid,
             pg_sys::MyDatabaseId.to_u32(),
         )

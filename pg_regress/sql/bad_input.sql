@@ -71,8 +71,9 @@ SELECT dg.dist_exec('peer1', 'SELEC 1 /* ' || repeat('z', 1000000) || ' */');
 \echo :LAST_ERROR_SQLSTATE
 
 -- Servers dg cannot use: no user mapping, a wrapper of no use to dg.
+\getenv peer1_port DG_REGRESS_PEER1_PORT
 CREATE SERVER peer1_nomap FOREIGN DATA WRAPPER dg
-    OPTIONS (host '127.0.0.1', port '5812', dbname 'regress_peer');
+    OPTIONS (host '127.0.0.1', port :'peer1_port', dbname 'regress_peer');
 SELECT dg.dist_exec('peer1_nomap', 'SELECT 1');
 \echo :LAST_ERROR_SQLSTATE
 DROP SERVER peer1_nomap;

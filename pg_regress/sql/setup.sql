@@ -1,15 +1,19 @@
 -- dg's pg_regress suite runs against a coordinator and three peers that
--- scripts/regress.sh starts: peer1 (5812) and peer2 (5813) with prepared
--- transactions enabled, peer_noprep (5814) with max_prepared_transactions = 0.
+-- scripts/regress.sh starts: peer1 and peer2 with prepared
+-- transactions enabled, peer_noprep with max_prepared_transactions = 0.
+-- Their ports come from regress.sh's environment (they move per major).
 CREATE EXTENSION dg;
 \dx dg
 
+\getenv peer1_port DG_REGRESS_PEER1_PORT
+\getenv peer2_port DG_REGRESS_PEER2_PORT
+\getenv peer_noprep_port DG_REGRESS_PEER_NOPREP_PORT
 CREATE SERVER peer1 FOREIGN DATA WRAPPER dg
-    OPTIONS (host '127.0.0.1', port '5812', dbname 'regress_peer');
+    OPTIONS (host '127.0.0.1', port :'peer1_port', dbname 'regress_peer');
 CREATE SERVER peer2 FOREIGN DATA WRAPPER dg
-    OPTIONS (host '127.0.0.1', port '5813', dbname 'regress_peer');
+    OPTIONS (host '127.0.0.1', port :'peer2_port', dbname 'regress_peer');
 CREATE SERVER peer_noprep FOREIGN DATA WRAPPER dg
-    OPTIONS (host '127.0.0.1', port '5814', dbname 'regress_peer');
+    OPTIONS (host '127.0.0.1', port :'peer_noprep_port', dbname 'regress_peer');
 CREATE USER MAPPING FOR PUBLIC SERVER peer1 OPTIONS (user 'postgres');
 CREATE USER MAPPING FOR PUBLIC SERVER peer2 OPTIONS (user 'postgres');
 CREATE USER MAPPING FOR PUBLIC SERVER peer_noprep OPTIONS (user 'postgres');
