@@ -162,9 +162,16 @@ pub mod verdicts {
     pub fn password(rule: &PasswordRule) -> Check {
         let (detail, ok) = match rule {
             PasswordRule::Required { used: true } => ("required (non-superuser), and used", true),
-            PasswordRule::Required { used: false } => ("required (non-superuser), but not used", false),
-            PasswordRule::WaivedForSuperuser => ("not required: the local role is a superuser", true),
-            PasswordRule::WaivedByMapping => ("not required: password_required = false on the user mapping", true),
+            PasswordRule::Required { used: false } => {
+                ("required (non-superuser), but not used", false)
+            }
+            PasswordRule::WaivedForSuperuser => {
+                ("not required: the local role is a superuser", true)
+            }
+            PasswordRule::WaivedByMapping => (
+                "not required: password_required = false on the user mapping",
+                true,
+            ),
         };
         Check {
             check: "password_rule",
@@ -260,7 +267,11 @@ fn prepare_probe(conn: &mut Connection, deadline: Option<Instant>) -> Check {
     let gid = format!("dgcheck_{}_{stamp}", unsafe { pg_sys::MyProcPid });
     let started = Instant::now();
     let result = conn
-        .exec(&format!("BEGIN; PREPARE TRANSACTION '{gid}'"), None, deadline)
+        .exec(
+            &format!("BEGIN; PREPARE TRANSACTION '{gid}'"),
+            None,
+            deadline,
+        )
         .and_then(|_| conn.exec(&format!("ROLLBACK PREPARED '{gid}'"), None, deadline));
     match result {
         Ok(_) => Check {
@@ -298,4 +309,70 @@ fn check_node(
             .into_iter()
             .map(|c| (c.check.to_string(), c.ok, c.detail, c.hint)),
     )
+}
+
+#[cfg(test)]
+mod unit {
+    use super::verdicts::*;
+    use super::*;
+
+    fn facts() -> Facts {
+        Facts {
+            version_num: 150004,
+            version: "15.4".into(),
+            in_recovery: false,
+            max_prepared: 10,
+            prepared: 3,
+            superuser: false,
+            reads_all_stats: true,
+        }
+    }
+
+    fn verdict(rows: &[Check], check: &str) -> Option<bool> {
+        rows.iter().find(|c| c.check == check).and_then(|c| c.ok)
+    }
+
+    #[test]
+    fn peers_older_than_14_fail() {
+        assert_eq!(verdict(&from_facts(&facts()), "version"), Some(true));
+        let old = Facts {
+            version_num: 130011,
+            ..facts()
+        };
+        assert_eq!(verdict(&from_facts(&old), "version"), Some(false));
+    }
+
+    #[test]
+    fn every_slot_taken_fails() {
+        let rows = from_facts(&facts());
+        assert_eq!(verdict(&rows, "prepared_in_use"), Some(true));
+        let full = Facts {
+            prepared: 10,
+            ..facts()
+        };
+        let rows = from_facts(&full);
+        assert_eq!(verdict(&rows, "prepared_in_use"), Some(false));
+        assert_eq!(rows[3].detail, "10 of 10");
+    }
+
+    #[test]
+    fn unreachable_checks_every_row_but_connect_as_unknown() {
+        let rows = unreachable("refused\n");
+        assert_eq!(rows.len(), 1 + AFTER_CONNECT.len());
+        assert_eq!(rows[0].ok, Some(false));
+        assert_eq!(rows[0].detail, "refused");
+        assert!(rows[1..].iter().all(|c| c.ok.is_none()));
+    }
+
+    #[test]
+    fn a_password_rule_not_kept_fails() {
+        assert_eq!(
+            password(&PasswordRule::Required { used: false }).ok,
+            Some(false)
+        );
+        assert_eq!(
+            password(&PasswordRule::Required { used: true }).ok,
+            Some(true)
+        );
+    }
 }
