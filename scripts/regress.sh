@@ -8,6 +8,10 @@
 #   peer1        DG_REGRESS_PORT + 1 (5812)
 #   peer2        DG_REGRESS_PORT + 2 (5813)
 #   peer_noprep  DG_REGRESS_PORT + 3 (5814), max_prepared_transactions = 0
+#   standby      DG_REGRESS_STANDBY_PORT = DG_REGRESS_PORT + 4 (5815), a hot
+#                standby of peer1 (pg_basebackup -R)
+# and DG_REGRESS_UNREACHABLE_PORT = DG_REGRESS_PORT + 5 (5816), where nothing
+# listens (dg.check_node's unreachable node)
 # (each + DG_PORT_OFFSET, 100 per major past 15, scripts/lib.sh). The test
 # SQL reads the peer ports from DG_REGRESS_PEER{1,2,_NOPREP}_PORT (psql
 # \getenv), so DG_REGRESS_PORT moves the whole suite.
@@ -18,7 +22,8 @@ source "$(dirname "$0")/lib.sh"
 
 coord=${DG_REGRESS_PORT:-$((5811 + DG_PORT_OFFSET))}
 export DG_REGRESS_PEER1_PORT=$((coord + 1)) DG_REGRESS_PEER2_PORT=$((coord + 2)) \
-    DG_REGRESS_PEER_NOPREP_PORT=$((coord + 3))
+    DG_REGRESS_PEER_NOPREP_PORT=$((coord + 3)) DG_REGRESS_STANDBY_PORT=$((coord + 4)) \
+    DG_REGRESS_UNREACHABLE_PORT=$((coord + 5))
 
 inputdir="$DG_REPO/pg_regress"
 root="$DG_DATA_ROOT/regress"
@@ -50,7 +55,7 @@ else
     mapfile -t which_tests < <(printf '%s\n' "${tests[@]}" | sort)
 fi
 
-nodes=(coord peer1 peer2 peer_noprep)
+nodes=(coord peer1 peer2 peer_noprep standby)
 stop_nodes() {
     local n
     for n in "${nodes[@]}"; do
@@ -63,7 +68,7 @@ stop_nodes() {
 # DROP DATABASE) and roles (cluster-wide) behind.
 stop_nodes
 rm -rf "$root"
-say "starting regress nodes on ports $coord-$((coord + 3)) (data in $root)"
+say "starting regress nodes on ports $coord-$((coord + 4)) (data in $root)"
 # The suite shows in-doubt transactions before dg.recover() handles them:
 # the automatic resolver (tested in tests/) would race it.
 node_start regress/coord "$coord" "shared_preload_libraries = 'dg'" "max_prepared_transactions = 10" \
@@ -74,6 +79,16 @@ node_start regress/peer_noprep "$DG_REGRESS_PEER_NOPREP_PORT" "max_prepared_tran
 for port in "$DG_REGRESS_PEER1_PORT" "$DG_REGRESS_PEER2_PORT" "$DG_REGRESS_PEER_NOPREP_PORT"; do
     recreate_db "$port" regress_peer
 done
+port_in_use "$DG_REGRESS_UNREACHABLE_PORT" &&
+    die "port $DG_REGRESS_UNREACHABLE_PORT must stay free: the suite's unreachable node"
+# The standby copies peer1 after regress_peer exists there, so it has the
+# database to connect to. node_start rewrites postgresql.auto.conf, where
+# pg_basebackup -R put primary_conninfo: pass it again.
+install -d -o postgres -g postgres -m 700 "$root/standby"
+as_postgres "$DG_PG_BIN/pg_basebackup" -h 127.0.0.1 -p "$DG_REGRESS_PEER1_PORT" -U postgres \
+    -D "$root/standby" -R --no-sync
+node_start regress/standby "$DG_REGRESS_STANDBY_PORT" \
+    "primary_conninfo = 'host=127.0.0.1 port=$DG_REGRESS_PEER1_PORT user=postgres'"
 # --use-existing makes pg_regress use dg_regress as it finds it, so create it.
 recreate_db "$coord" dg_regress
 

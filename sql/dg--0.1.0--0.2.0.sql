@@ -105,3 +105,10 @@ COMMENT ON COLUMN dg.stats.resolve_total_ms IS 'Times of one COMMIT or ROLLBACK 
 COMMENT ON COLUMN dg.stats.resolve_min_ms IS 'Times of one COMMIT or ROLLBACK PREPARED by the resolver (or dg.recover()): shortest, ms (0 before the first).';
 COMMENT ON COLUMN dg.stats.resolve_max_ms IS 'Times of one COMMIT or ROLLBACK PREPARED by the resolver (or dg.recover()): longest, ms.';
 COMMENT ON COLUMN dg.stats.resolve_mean_ms IS 'Times of one COMMIT or ROLLBACK PREPARED by the resolver (or dg.recover()): mean, ms.';
+
+-- dg.check_node(): will this node work?
+CREATE FUNCTION dg.check_node(node name)
+    RETURNS TABLE ("check" text, ok boolean, detail text, hint text)
+    LANGUAGE c AS 'MODULE_PATHNAME', 'check_node_wrapper';
+COMMENT ON FUNCTION dg.check_node(name) IS
+    'Whether a node will work for dg as the caller''s mapped role: one row per check (README, "Registering a node").';

@@ -116,6 +116,14 @@ CREATE FUNCTION dg.disconnect_all() RETURNS integer
     LANGUAGE c AS 'MODULE_PATHNAME', 'disconnect_all_wrapper';
 COMMENT ON FUNCTION dg.disconnect_all() IS 'Closes all of this session''s cached connections; returns how many.';
 
+-- Node checks ----------------------------------------------------------------
+
+CREATE FUNCTION dg.check_node(node name)
+    RETURNS TABLE ("check" text, ok boolean, detail text, hint text)
+    LANGUAGE c AS 'MODULE_PATHNAME', 'check_node_wrapper';
+COMMENT ON FUNCTION dg.check_node(name) IS
+    'Whether a node will work for dg as the caller''s mapped role: one row per check (README, "Registering a node").';
+
 CREATE FUNCTION dg.gid_info(gid text, OUT coordinator text, OUT database oid, OUT xid bigint, OUT user_mapping oid)
     RETURNS SETOF record ROWS 1
     LANGUAGE c STRICT IMMUTABLE AS 'MODULE_PATHNAME', 'gid_info_wrapper';

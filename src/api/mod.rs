@@ -2,6 +2,7 @@
 //! and recovery (`monitor`), and the argument and caller checks they share
 //! (`guards`). The top layer: nothing below imports it.
 
+mod check;
 mod dist;
 mod guards;
 mod monitor;
