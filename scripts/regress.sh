@@ -83,10 +83,12 @@ port_in_use "$DG_REGRESS_UNREACHABLE_PORT" &&
     die "port $DG_REGRESS_UNREACHABLE_PORT must stay free: the suite's unreachable node"
 # The standby copies peer1 after regress_peer exists there, so it has the
 # database to connect to. node_start rewrites postgresql.auto.conf, where
-# pg_basebackup -R put primary_conninfo: pass it again.
+# pg_basebackup -R put primary_conninfo: pass it again. A fast checkpoint:
+# the default spread one paces its writes over checkpoint_timeout and
+# held the suite for minutes.
 install -d -o postgres -g postgres -m 700 "$root/standby"
 as_postgres "$DG_PG_BIN/pg_basebackup" -h 127.0.0.1 -p "$DG_REGRESS_PEER1_PORT" -U postgres \
-    -D "$root/standby" -R --no-sync
+    -D "$root/standby" -R --no-sync --checkpoint=fast
 node_start regress/standby "$DG_REGRESS_STANDBY_PORT" \
     "primary_conninfo = 'host=127.0.0.1 port=$DG_REGRESS_PEER1_PORT user=postgres'"
 # --use-existing makes pg_regress use dg_regress as it finds it, so create it.
