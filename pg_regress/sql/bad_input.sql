@@ -147,7 +147,9 @@ SELECT peer1_balance(), prepared_on_peers();
 -- Parallel query: every dg function is PARALLEL UNSAFE, so a forced
 -- parallel plan keeps dg calls in the leader and they work.
 SELECT proname FROM pg_proc WHERE pronamespace = 'dg'::regnamespace AND proparallel <> 'u';
-SET force_parallel_mode = regress;
+-- force_parallel_mode is debug_parallel_query from PostgreSQL 16 on.
+SELECT set_config(CASE WHEN current_setting('server_version_num')::int >= 160000
+    THEN 'debug_parallel_query' ELSE 'force_parallel_mode' END, 'regress', false) AS parallel_setting \gset
 SELECT dg.dist_exec('peer1', 'SELECT 1');
 SELECT * FROM dg.dist_query('peer1', 'SELECT 1') AS t(one int);
 -- A wrapper that claims to be PARALLEL SAFE would run dg in a parallel
@@ -160,7 +162,8 @@ END $$;
 SELECT lying_safe();
 \set VERBOSITY default
 \echo :LAST_ERROR_SQLSTATE
-RESET force_parallel_mode;
+SELECT set_config(CASE WHEN current_setting('server_version_num')::int >= 160000
+    THEN 'debug_parallel_query' ELSE 'force_parallel_mode' END, 'off', false) AS parallel_setting \gset
 SELECT peer1_balance(), prepared_on_peers();
 
 -- Read-only: participants run READ ONLY, so nothing needs a prepare and

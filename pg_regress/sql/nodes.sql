@@ -1,9 +1,15 @@
 -- Nodes are foreign servers; the validator accepts libpq keywords only,
 -- each on its side (server or user mapping).
+-- (terse: the HINT lists the linked libpq's keywords, which grow with
+-- each major; server_messages shows it whole)
+\set VERBOSITY terse
 CREATE SERVER bad FOREIGN DATA WRAPPER dg OPTIONS (hots 'x');
+\set VERBOSITY default
 CREATE SERVER bad FOREIGN DATA WRAPPER dg OPTIONS (user 'x');
 CREATE SERVER bad FOREIGN DATA WRAPPER dg OPTIONS (password 'x');
+\set VERBOSITY terse
 CREATE SERVER bad FOREIGN DATA WRAPPER dg OPTIONS (client_encoding 'UTF8');
+\set VERBOSITY default
 ALTER USER MAPPING FOR PUBLIC SERVER peer1 OPTIONS (ADD host 'x');
 ALTER USER MAPPING FOR PUBLIC SERVER peer1 OPTIONS (ADD password_required 'maybe');
 CREATE FOREIGN DATA WRAPPER dg2 VALIDATOR dg.dg_fdw_validator OPTIONS (host 'x');

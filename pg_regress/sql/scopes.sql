@@ -90,7 +90,11 @@ SELECT dg.dist_rollback();
 SELECT dg.dist_begin() IS NOT NULL AS started;
 SELECT dg.dist_exec('peer1', 'UPDATE accounts SET balance = balance + 10 WHERE id = 5');
 SELECT dg.dist_exec('peer_noprep', 'INSERT INTO accounts VALUES (3, 1)');
+-- (terse: the peer's HINT quotes the setting's name from PostgreSQL 17 on;
+-- server_messages shows the whole error)
+\set VERBOSITY terse
 SELECT dg.dist_commit();
+\set VERBOSITY default
 \echo :LAST_ERROR_SQLSTATE
 SELECT state FROM dg.dist_status();
 SELECT * FROM balances() WHERE id = 5;

@@ -3,7 +3,8 @@
 -- transactions enabled, peer_noprep with max_prepared_transactions = 0.
 -- Their ports come from regress.sh's environment (they move per major).
 CREATE EXTENSION dg;
-\dx dg
+-- (not \dx: its columns differ between majors)
+SELECT extname, extversion, extnamespace::regnamespace AS schema FROM pg_extension WHERE extname = 'dg';
 
 \getenv peer1_port DG_REGRESS_PEER1_PORT
 \getenv peer2_port DG_REGRESS_PEER2_PORT
