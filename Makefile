@@ -13,7 +13,7 @@ ifdef PG
 export PG
 endif
 
-.PHONY: help demo stop test chaos setup install regress bench bench-long clean-data mutants package test-package
+.PHONY: help demo stop test chaos setup install regress bench bench-long clean-data mutants package test-package test-versions
 
 help:
 	@echo "make demo        set up everything, start a coordinator and two peers, run a transfer"
@@ -28,6 +28,7 @@ help:
 	@echo "make bench-long  dg at 8 clients for 10 minutes, then the decision table's size"
 	@echo "make package     per supported major, an installable tarball in dist/ (no Rust needed to install)"
 	@echo "make test-package  install the package on a server without dg and run the demo transfer with it"
+	@echo "make test-versions  dg built, installed and regress-tested on PostgreSQL 16, 17 and 18"
 	@echo "make clean-data  stop the nodes and delete their data"
 
 demo:
@@ -67,6 +68,9 @@ package:
 # Takes /tmp/dg-pg15.lock itself.
 test-package:
 	@bash scripts/package-test.sh
+
+test-versions:
+	@bash scripts/versions.sh
 
 clean-data:
 	@bash scripts/stop.sh --clean
