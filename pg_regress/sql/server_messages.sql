@@ -4,8 +4,8 @@
 -- (PostgreSQL 15), _1 (16), _2 (17), _3 (18). Each differs only in the
 -- server's text: libpq's keyword list grows (16: load_balance_hosts,
 -- require_auth...; 17: sslnegotiation; 18: min/max_protocol_version,
--- oauth_*), a setting's range gains its unit (16), a HINT quotes the
--- setting it names (17).
+-- oauth_*); from 17 a setting's range carries its unit and a HINT quotes
+-- the setting it names.
 
 -- The validator's HINT lists the keywords of the libpq dg is linked with.
 CREATE SERVER bad FOREIGN DATA WRAPPER dg OPTIONS (hots 'x');
