@@ -20,6 +20,11 @@
 #   DG_BENCH_SECONDS   seconds per run (15)
 #   DG_BENCH_CLIENTS   client counts ("1 8")
 #   DG_BENCH_ROWS      rows for the dist_query memory test (10000000)
+#   DG_BENCH_RTT_US    round-trip times (µs) to put on every coordinator ->
+#                      peer link with dg-netproxy, for a second set of
+#                      1-client transfer runs ("1000"; "" for none): what the
+#                      protocols cost where round trips cost what they do
+#                      between servers (loopback's are ~30 µs)
 #   DG_BENCH_LONG=1    instead: dg_block at 8 clients for DG_BENCH_LONG_SECONDS
 #                      (600), then the decision table's size
 #   DG_BENCH_INSTALL=0 use the installed dg instead of a release build
@@ -33,10 +38,13 @@ accounts=${DG_BENCH_ACCOUNTS:-100000}
 rows=${DG_BENCH_ROWS:-10000000}
 long=${DG_BENCH_LONG:-0}
 long_seconds=${DG_BENCH_LONG_SECONDS:-600}
+rtts=${DG_BENCH_RTT_US-1000}
 base=${DG_BENCH_PORT:-$((5901 + DG_PORT_OFFSET))}
 npeers=8
 coord=$base
 peer_port() { echo $((base + $1)); }
+# The port of peer i's delayed link (dg-netproxy in front of peer_port i).
+link_port() { echo $((base + 20 + $1)); }
 db=bench
 results="$DG_REPO/bench/results"
 scripts="$DG_DATA_ROOT/bench/scripts"
@@ -44,6 +52,32 @@ scripts="$DG_DATA_ROOT/bench/scripts"
 if [ "${DG_BENCH_INSTALL:-1}" = 1 ]; then
     DG_RELEASE=1 "$DG_REPO/scripts/setup.sh"
 fi
+
+# dblink_transfer_sql PORT1 PORT2: the hand-rolled alternative, what people
+# write today with dblink, reaching the two peers on these ports.
+dblink_transfer_sql() {
+    cat <<SQL
+CREATE OR REPLACE FUNCTION dblink_transfer(a1 int, a2 int, amount int) RETURNS void
+LANGUAGE plpgsql AS \$\$
+DECLARE
+    gid text := 'bench_' || gen_random_uuid();
+BEGIN
+    IF dblink_get_connections() IS NULL THEN
+        PERFORM dblink_connect('p1', 'host=127.0.0.1 port=$1 dbname=$db user=postgres');
+        PERFORM dblink_connect('p2', 'host=127.0.0.1 port=$2 dbname=$db user=postgres');
+    END IF;
+    PERFORM dblink_exec('p1', 'BEGIN');
+    PERFORM dblink_exec('p1', format('UPDATE accounts SET balance = balance - %s WHERE aid = %s', amount, a1));
+    PERFORM dblink_exec('p2', 'BEGIN');
+    PERFORM dblink_exec('p2', format('UPDATE accounts SET balance = balance + %s WHERE aid = %s', amount, a2));
+    PERFORM dblink_exec('p1', format('PREPARE TRANSACTION %L', gid || '_1'));
+    PERFORM dblink_exec('p2', format('PREPARE TRANSACTION %L', gid || '_2'));
+    PERFORM dblink_exec('p1', format('COMMIT PREPARED %L', gid || '_1'));
+    PERFORM dblink_exec('p2', format('COMMIT PREPARED %L', gid || '_2'));
+END
+\$\$;
+SQL
+}
 
 # -- nodes --------------------------------------------------------------------
 durable=("fsync = on" "synchronous_commit = on" "max_connections = 60"
@@ -54,7 +88,15 @@ node_start bench/coord "$coord" "${durable[@]}" "shared_preload_libraries = 'dg'
 for i in $(seq 1 $npeers); do
     node_start "bench/peer$i" "$(peer_port "$i")" "${durable[@]}"
 done
+netproxy_pid=""
+stop_netproxy() {
+    [ -n "$netproxy_pid" ] || return 0
+    kill "$netproxy_pid" 2>/dev/null || true
+    wait "$netproxy_pid" 2>/dev/null || true
+    netproxy_pid=""
+}
 cleanup() {
+    stop_netproxy
     [ "${DG_KEEP:-0}" = 1 ] || stop_clusters_under "$DG_DATA_ROOT/bench"
 }
 trap cleanup EXIT
@@ -80,28 +122,7 @@ recreate_db "$coord" $db
         echo "CREATE USER MAPPING FOR PUBLIC SERVER fdw$i OPTIONS (user 'postgres');"
         echo "CREATE FOREIGN TABLE accounts_p$i (aid int, balance bigint) SERVER fdw$i OPTIONS (table_name 'accounts');"
     done
-    cat <<SQL
--- The hand-rolled alternative: what people write today with dblink.
-CREATE FUNCTION dblink_transfer(a1 int, a2 int, amount int) RETURNS void
-LANGUAGE plpgsql AS \$\$
-DECLARE
-    gid text := 'bench_' || gen_random_uuid();
-BEGIN
-    IF dblink_get_connections() IS NULL THEN
-        PERFORM dblink_connect('p1', 'host=127.0.0.1 port=$(peer_port 1) dbname=$db user=postgres');
-        PERFORM dblink_connect('p2', 'host=127.0.0.1 port=$(peer_port 2) dbname=$db user=postgres');
-    END IF;
-    PERFORM dblink_exec('p1', 'BEGIN');
-    PERFORM dblink_exec('p1', format('UPDATE accounts SET balance = balance - %s WHERE aid = %s', amount, a1));
-    PERFORM dblink_exec('p2', 'BEGIN');
-    PERFORM dblink_exec('p2', format('UPDATE accounts SET balance = balance + %s WHERE aid = %s', amount, a2));
-    PERFORM dblink_exec('p1', format('PREPARE TRANSACTION %L', gid || '_1'));
-    PERFORM dblink_exec('p2', format('PREPARE TRANSACTION %L', gid || '_2'));
-    PERFORM dblink_exec('p1', format('COMMIT PREPARED %L', gid || '_1'));
-    PERFORM dblink_exec('p2', format('COMMIT PREPARED %L', gid || '_2'));
-END
-\$\$;
-SQL
+    dblink_transfer_sql "$(peer_port 1)" "$(peer_port 2)"
 } | psql_raw -q -p "$coord" -d $db
 
 # -- pgbench scripts ------------------------------------------------------------
@@ -244,6 +265,55 @@ for n in 2 4 8; do
 done
 set_peer_fsync on
 
+# -- over a delayed network --------------------------------------------------
+# point_links PORT_FN: the coordinator's dg and postgres_fdw servers and the
+# dblink function reach peer i on port $(PORT_FN i).
+point_links() {
+    local i
+    {
+        for i in $(seq 1 $npeers); do
+            echo "ALTER SERVER peer$i OPTIONS (SET port '$($1 "$i")');"
+            echo "ALTER SERVER fdw$i OPTIONS (SET port '$($1 "$i")');"
+        done
+        dblink_transfer_sql "$($1 1)" "$($1 2)"
+    } | psql_raw -q -p "$coord" -d $db
+}
+# start_netproxy ONE_WAY_US: dg-netproxy on every link, once all listen.
+start_netproxy() {
+    local bin="${CARGO_TARGET_DIR:-$DG_REPO/tests/target}/release/dg-netproxy" args=() i
+    for i in $(seq 1 $npeers); do
+        args+=(--listen "127.0.0.1:$(link_port "$i")" --to "127.0.0.1:$(peer_port "$i")")
+    done
+    local log="$DG_DATA_ROOT/bench/netproxy.log"
+    "$bin" --delay-us "$1" "${args[@]}" >"$log" 2>&1 &
+    netproxy_pid=$!
+    for _ in $(seq 1 100); do
+        [ "$(grep -c '^listening ' "$log")" != "$npeers" ] || return 0
+        kill -0 "$netproxy_pid" 2>/dev/null || die "dg-netproxy failed: $(cat "$log")"
+        sleep 0.1
+    done
+    die "dg-netproxy did not listen within 10 s: $(cat "$log")"
+}
+delayed_variants="dg_block dg_session dblink_2pc fdw_1pc"
+if [ -n "$rtts" ]; then
+    say "building dg-netproxy"
+    cargo build --release --quiet --manifest-path "$DG_REPO/tests/Cargo.toml" --bin dg-netproxy
+fi
+for rtt in $rtts; do
+    start_netproxy $((rtt / 2))
+    point_links link_port
+    for v in $delayed_variants; do
+        say "$v at 1 client, ${rtt} µs round trip to each peer"
+        run "$v" 1 "$v/rtt$rtt"
+    done
+    for n in 2 4 8; do
+        say "dg_block writing on $n peers, 1 client, ${rtt} µs round trip"
+        run "peers_$n" 1 "rtt${rtt}peers$n"
+    done
+    point_links peer_port
+    stop_netproxy
+done
+
 say "dg.dist_query over $rows remote rows"
 rss=$(psql_raw -qtA -p "$coord" -d $db <<SQL
 SET work_mem = '4MB';
@@ -292,6 +362,23 @@ check() { awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN { ok = (op == ">=") ? v >= t
     echo
     scaling_table nofsync
     echo
+    for rtt in $rtts; do
+        echo "## Over a network with a $rtt µs round trip to each peer (1 client)"
+        echo
+        echo "Every coordinator → peer link through \`dg-netproxy --delay-us $((rtt / 2))\` (each way). Latency / RTT is about the number of round trips a DT waits for in sequence."
+        echo
+        echo "| variant | TPS | mean latency (ms) | latency / RTT | latency vs fdw_1pc | latency vs dblink_2pc |"
+        echo "|---|---|---|---|---|---|"
+        for v in $delayed_variants; do
+            k=$v/rtt$rtt
+            echo "| $v | ${TPS[$k]} | ${LAT[$k]} | $(ratio "$(awk -v l="${LAT[$k]}" 'BEGIN { print l * 1000 }')" "$rtt") | $(ratio "${LAT[$k]}" "${LAT[fdw_1pc/rtt$rtt]}") | $(ratio "${LAT[$k]}" "${LAT[dblink_2pc/rtt$rtt]}") |"
+        done
+        echo
+        echo "Peers written per DT (dg_block) over the same links:"
+        echo
+        scaling_table "rtt${rtt}peers"
+        echo
+    done
     echo "## Targets"
     echo
     echo "| target | measured | |"

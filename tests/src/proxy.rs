@@ -5,7 +5,9 @@
 //! goes through it. The link's mode changes at run time:
 //!
 //! - `Pass`: bytes flow.
-//! - `Delay(d)`: each chunk waits `d` before it is forwarded.
+//! - `Delay(d)`: a one-way latency: each chunk is forwarded `d` after it
+//!   arrived, whatever else is in flight (a pipeline of messages sent
+//!   together arrives together, `d` later, as on a long link).
 //! - `BlackHole`: connections are accepted (new ones too) but nothing is
 //!   forwarded either way; what was held flows once the link heals, as TCP
 //!   retransmits after a partition.
@@ -22,11 +24,12 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -74,9 +77,10 @@ struct Shared {
     closing: AtomicBool,
 }
 
-/// A proxy listening on loopback in front of `127.0.0.1:<target>`.
+/// A proxy listening on `addr` in front of one upstream address.
 pub struct Proxy {
     pub port: u16,
+    pub addr: SocketAddr,
     shared: Arc<Shared>,
 }
 
@@ -216,8 +220,20 @@ fn next_message(buf: &[u8], startup: &mut bool) -> Option<usize> {
 impl Proxy {
     /// Starts a proxy in `Pass` mode in front of port `target` on loopback.
     pub fn start(target: u16) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
-        let port = listener.local_addr().unwrap().port();
+        Proxy::listen("127.0.0.1:0", ("127.0.0.1", target)).expect("start proxy")
+    }
+
+    /// Starts a proxy in `Pass` mode on `listen` in front of `target`.
+    pub fn listen(
+        listen: impl ToSocketAddrs,
+        target: impl ToSocketAddrs,
+    ) -> std::io::Result<Proxy> {
+        let target = target.to_socket_addrs()?.next().ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "no upstream address")
+        })?;
+        let listener = TcpListener::bind(listen)?;
+        let addr = listener.local_addr()?;
+        let port = addr.port();
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 mode: Mode::Pass,
@@ -245,7 +261,7 @@ impl Proxy {
                 }
             }
         });
-        Proxy { port, shared }
+        Ok(Proxy { port, addr, shared })
     }
 
     /// Switches the link to `mode` now (and disarms any trigger).
@@ -305,18 +321,18 @@ impl Drop for Proxy {
         self.shared.closing.store(true, Ordering::SeqCst);
         self.set(Mode::Down);
         // Wakes the accept loop so it sees `closing`.
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        let _ = TcpStream::connect(self.addr);
     }
 }
 
 /// One client connection: connect upstream once the link lets us, then
 /// pump both ways until either side closes or the link goes down.
-fn serve(sh: Arc<Shared>, client: TcpStream, target: u16) {
+fn serve(sh: Arc<Shared>, client: TcpStream, target: SocketAddr) {
     let epoch = sh.lock().epoch;
     let Gate::Forward(_) = sh.gate(epoch) else {
         return;
     };
-    let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+    let Ok(server) = TcpStream::connect(target) else {
         return;
     };
     let _ = client.set_nodelay(true);
@@ -342,16 +358,30 @@ fn serve(sh: Arc<Shared>, client: TcpStream, target: u16) {
 
 /// Copies `from` → `to` through the link's gate; `frontend`: this is the
 /// client → server direction, forwarded message by message.
-fn pump(sh: &Shared, epoch: u64, mut from: TcpStream, mut to: TcpStream, frontend: bool) {
+///
+/// A reader thread stamps each chunk with the time it arrived, so a delayed
+/// link holds every chunk for the delay from its own arrival: chunks that
+/// come while an earlier one waits are not held up behind it.
+fn pump(sh: &Shared, epoch: u64, from: TcpStream, mut to: TcpStream, frontend: bool) {
+    let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>();
+    let mut reader = from.try_clone().unwrap();
+    thread::spawn(move || {
+        let mut chunk = [0u8; 16384];
+        loop {
+            match reader.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if tx.send((Instant::now(), chunk[..n].to_vec())).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
     let mut buf = Vec::new();
-    let mut chunk = [0u8; 16384];
     let mut startup = true;
-    loop {
-        let n = match from.read(&mut chunk) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        buf.extend_from_slice(&chunk[..n]);
+    while let Ok((arrived, data)) = rx.recv() {
+        buf.extend_from_slice(&data);
         let mut ready = Vec::new();
         if frontend {
             while let Some(len) = next_message(&buf, &mut startup) {
@@ -361,7 +391,7 @@ fn pump(sh: &Shared, epoch: u64, mut from: TcpStream, mut to: TcpStream, fronten
             ready.push(std::mem::take(&mut buf));
         }
         for msg in ready {
-            if !forward(sh, epoch, &mut to, &msg, frontend) {
+            if !forward(sh, epoch, &mut to, &msg, arrived, frontend) {
                 let _ = from.shutdown(Shutdown::Both);
                 let _ = to.shutdown(Shutdown::Both);
                 return;
@@ -374,14 +404,22 @@ fn pump(sh: &Shared, epoch: u64, mut from: TcpStream, mut to: TcpStream, fronten
 }
 
 /// Forwards one message (or chunk) if the link allows; false when the
-/// connection must end. `frontend`: a whole client → server message.
-fn forward(sh: &Shared, epoch: u64, to: &mut TcpStream, msg: &[u8], frontend: bool) -> bool {
+/// connection must end. `arrived`: when its last byte came in;
+/// `frontend`: a whole client → server message.
+fn forward(
+    sh: &Shared,
+    epoch: u64,
+    to: &mut TcpStream,
+    msg: &[u8],
+    arrived: Instant,
+    frontend: bool,
+) -> bool {
     let delay = match sh.gate(epoch) {
         Gate::Die => return false,
         Gate::Forward(d) => d,
     };
     if let Some(d) = delay {
-        thread::sleep(d);
+        thread::sleep((arrived + d).saturating_duration_since(Instant::now()));
     }
     if frontend {
         sh.note(msg);
@@ -400,7 +438,7 @@ fn forward(sh: &Shared, epoch: u64, to: &mut TcpStream, msg: &[u8], frontend: bo
         sh.fire();
         // Not delivered: dropped if the link is now down, held if it is
         // black-holed (and sent once it heals).
-        return deliver || forward(sh, epoch, to, msg, false);
+        return deliver || forward(sh, epoch, to, msg, arrived, false);
     }
     let (pass, fire) = sh.take_bytes(msg.len());
     if to.write_all(&msg[..pass]).is_err() {
@@ -408,7 +446,7 @@ fn forward(sh: &Shared, epoch: u64, to: &mut TcpStream, msg: &[u8], frontend: bo
     }
     if fire {
         sh.fire();
-        return forward(sh, epoch, to, &msg[pass..], false);
+        return forward(sh, epoch, to, &msg[pass..], arrived, false);
     }
     true
 }
