@@ -179,12 +179,28 @@ over_peers() {
 expected_total=$((accounts * 1000 * npeers))
 violations=0
 
-# run VARIANT CLIENTS: sets TPS[KEY] and LAT[KEY] (KEY defaults to
+# Busy jiffies of the whole machine (every server, pgbench, the proxy).
+busy_jiffies() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
+hz=$(getconf CLK_TCK)
+# Requests through dg-netproxy so far (0 when it is not running).
+proxy_requests() {
+    local f="$DG_DATA_ROOT/bench/netproxy.stats"
+    if [ -n "$netproxy_pid" ] && [ -s "$f" ]; then
+        sed -n 's/^requests //p' "$f"
+    else
+        echo 0
+    fi
+}
+
+# run VARIANT CLIENTS: sets TPS[KEY], LAT[KEY], CPU[KEY] (ms of CPU per
+# DT) and REQ[KEY] (requests per DT through the proxy) (KEY defaults to
 # VARIANT/CLIENTS), then checks the invariants.
-declare -A TPS LAT
+declare -A TPS LAT CPU REQ
 run() {
-    local variant=$1 nclients=$2 key=${3:-$1/$2} port=$coord out
+    local variant=$1 nclients=$2 key=${3:-$1/$2} port=$coord out busy0 req0
     [ "$variant" = one_node ] && port=$(peer_port 1)
+    busy0=$(busy_jiffies)
+    req0=$(proxy_requests)
     # postgres_fdw runs remote transactions REPEATABLE READ: two transfers
     # on one account fail with 40001, and pgbench retries them.
     out=$("$DG_PG_BIN/pgbench" -n -h 127.0.0.1 -p "$port" -U postgres -c "$nclients" -j "$nclients" --max-tries=10 \
@@ -192,6 +208,10 @@ run() {
         echo "$out" >&2
         die "pgbench failed for $variant at $nclients clients"
     }
+    local busy1 xacts
+    busy1=$(busy_jiffies)
+    xacts=$(sed -nE 's/^number of transactions actually processed: ([0-9]+).*/\1/p' <<<"$out")
+    CPU[$key]=$(awk -v b=$((busy1 - busy0)) -v hz="$hz" -v n="$xacts" 'BEGIN { printf "%.2f", b * 1000 / hz / n }')
     local tps lat failed
     tps=$(sed -nE 's/^tps = ([0-9.]+) .*/\1/p' <<<"$out")
     lat=$(sed -nE 's/^latency average = ([0-9.]+) ms/\1/p' <<<"$out")
@@ -205,6 +225,8 @@ run() {
     fi
     TPS[$key]=$tps
     LAT[$key]=$lat
+    # The proxy writes its count every 100 ms; the checks above took longer.
+    REQ[$key]=$(awk -v r=$(($(proxy_requests) - req0)) -v n="$xacts" 'BEGIN { printf "%.1f", r / n }')
 }
 
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
@@ -285,7 +307,8 @@ start_netproxy() {
         args+=(--listen "127.0.0.1:$(link_port "$i")" --to "127.0.0.1:$(peer_port "$i")")
     done
     local log="$DG_DATA_ROOT/bench/netproxy.log"
-    "$bin" --delay-us "$1" "${args[@]}" >"$log" 2>&1 &
+    rm -f "$DG_DATA_ROOT/bench/netproxy.stats"
+    "$bin" --delay-us "$1" --stats "$DG_DATA_ROOT/bench/netproxy.stats" "${args[@]}" >"$log" 2>&1 &
     netproxy_pid=$!
     for _ in $(seq 1 100); do
         [ "$(grep -c '^listening ' "$log")" != "$npeers" ] || return 0
@@ -346,11 +369,11 @@ check() { awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN { ok = (op == ">=") ? v >= t
     echo
     echo "## Transfer between two peers"
     echo
-    echo "| variant | clients | TPS | mean latency (ms) | TPS vs dblink_2pc | latency vs fdw_1pc | TPS vs one_node |"
-    echo "|---|---|---|---|---|---|---|"
+    echo "| variant | clients | TPS | mean latency (ms) | TPS vs dblink_2pc | latency vs fdw_1pc | TPS vs one_node | CPU ms/DT |"
+    echo "|---|---|---|---|---|---|---|---|"
     for c in $clients; do
         for v in dg_block dg_session dblink_2pc fdw_1pc one_node; do
-            echo "| $v | $c | ${TPS[$v/$c]} | ${LAT[$v/$c]} | $(ratio "${TPS[$v/$c]}" "${TPS[dblink_2pc/$c]}") | $(ratio "${LAT[$v/$c]}" "${LAT[fdw_1pc/$c]}") | $(ratio "${TPS[$v/$c]}" "${TPS[one_node/$c]}") |"
+            echo "| $v | $c | ${TPS[$v/$c]} | ${LAT[$v/$c]} | $(ratio "${TPS[$v/$c]}" "${TPS[dblink_2pc/$c]}") | $(ratio "${LAT[$v/$c]}" "${LAT[fdw_1pc/$c]}") | $(ratio "${TPS[$v/$c]}" "${TPS[one_node/$c]}") | ${CPU[$v/$c]} |"
         done
     done
     echo
@@ -365,13 +388,13 @@ check() { awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN { ok = (op == ">=") ? v >= t
     for rtt in $rtts; do
         echo "## Over a network with a $rtt µs round trip to each peer (1 client)"
         echo
-        echo "Every coordinator → peer link through \`dg-netproxy --delay-us $((rtt / 2))\` (each way). Latency / RTT is about the number of round trips a DT waits for in sequence."
+        echo "Every coordinator → peer link through \`dg-netproxy --delay-us $((rtt / 2))\` (each way). Latency / RTT is about the number of round trips a DT waits for in sequence; requests are the simple queries and syncs the coordinator sent to all peers, per DT; CPU is the whole machine's."
         echo
-        echo "| variant | TPS | mean latency (ms) | latency / RTT | latency vs fdw_1pc | latency vs dblink_2pc |"
-        echo "|---|---|---|---|---|---|"
+        echo "| variant | TPS | mean latency (ms) | latency / RTT | requests/DT | CPU ms/DT | latency vs fdw_1pc | latency vs dblink_2pc |"
+        echo "|---|---|---|---|---|---|---|---|"
         for v in $delayed_variants; do
             k=$v/rtt$rtt
-            echo "| $v | ${TPS[$k]} | ${LAT[$k]} | $(ratio "$(awk -v l="${LAT[$k]}" 'BEGIN { print l * 1000 }')" "$rtt") | $(ratio "${LAT[$k]}" "${LAT[fdw_1pc/rtt$rtt]}") | $(ratio "${LAT[$k]}" "${LAT[dblink_2pc/rtt$rtt]}") |"
+            echo "| $v | ${TPS[$k]} | ${LAT[$k]} | $(ratio "$(awk -v l="${LAT[$k]}" 'BEGIN { print l * 1000 }')" "$rtt") | ${REQ[$k]} | ${CPU[$k]} | $(ratio "${LAT[$k]}" "${LAT[fdw_1pc/rtt$rtt]}") | $(ratio "${LAT[$k]}" "${LAT[dblink_2pc/rtt$rtt]}") |"
         done
         echo
         echo "Peers written per DT (dg_block) over the same links:"

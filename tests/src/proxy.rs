@@ -67,8 +67,12 @@ struct State {
     /// Bytes forwarded so far, both ways.
     bytes: u64,
     /// Frontend messages that carried SQL, as (SQL text, `bytes` when the
-    /// message began to pass).
+    /// message began to pass); kept only while `tracing`.
     trace: Vec<(String, u64)>,
+    tracing: bool,
+    /// Requests that passed: simple queries and extended-protocol syncs
+    /// (each is answered by one ReadyForQuery).
+    requests: u64,
 }
 
 struct Shared {
@@ -146,8 +150,14 @@ impl Shared {
 
     /// Notes a frontend message that is about to pass.
     fn note(&self, msg: &[u8]) {
+        let mut st = self.lock();
+        if matches!(msg.first(), Some(b'Q' | b'S')) {
+            st.requests += 1;
+        }
+        if !st.tracing {
+            return;
+        }
         if let Some(sql) = sql_text(msg) {
-            let mut st = self.lock();
             let at = st.bytes;
             st.trace
                 .push((String::from_utf8_lossy(sql).into_owned(), at));
@@ -245,6 +255,8 @@ impl Proxy {
                 fired: 0,
                 bytes: 0,
                 trace: Vec::new(),
+                tracing: true,
+                requests: 0,
             }),
             changed: Condvar::new(),
             closing: AtomicBool::new(false),
@@ -296,6 +308,19 @@ impl Proxy {
     /// How many triggers fired so far.
     pub fn fired(&self) -> u64 {
         self.shared.lock().fired
+    }
+
+    /// Stops keeping the SQL of passing messages for `sent` (a long-lived
+    /// proxy would otherwise grow without bound).
+    pub fn stop_tracing(&self) {
+        let mut st = self.shared.lock();
+        st.tracing = false;
+        st.trace = Vec::new();
+    }
+
+    /// Requests (simple queries, extended-protocol syncs) passed so far.
+    pub fn requests(&self) -> u64 {
+        self.shared.lock().requests
     }
 
     /// Bytes forwarded so far, both ways.

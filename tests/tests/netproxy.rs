@@ -66,6 +66,11 @@ fn a_delayed_link_delays_a_pipeline_once_each_way() {
     let proxy = Proxy::start(echo_server());
     proxy.set(Mode::Delay(DELAY));
     let took = pipeline_round_trip(proxy.port);
+    assert_eq!(
+        proxy.requests(),
+        MESSAGES as u64,
+        "every simple query is a request"
+    );
     assert!(
         took >= 2 * DELAY,
         "a round trip through the delay took only {took:?}"
@@ -90,9 +95,12 @@ impl Drop for Running {
 #[test]
 fn dg_netproxy_serves_several_delayed_links() {
     let (a, b) = (echo_server(), echo_server());
+    let stats = std::env::temp_dir().join(format!("dg-netproxy-test-{}.stats", std::process::id()));
+    let _ = std::fs::remove_file(&stats);
     let mut child = Running(
         Command::new(env!("CARGO_BIN_EXE_dg-netproxy"))
             .args(["--delay-us", &DELAY.as_micros().to_string()])
+            .args(["--stats", stats.to_str().unwrap()])
             .args(["--listen", "127.0.0.1:0", "--to", &format!("127.0.0.1:{a}")])
             .args(["--listen", "127.0.0.1:0", "--to", &format!("127.0.0.1:{b}")])
             .stdout(Stdio::piped())
@@ -115,6 +123,19 @@ fn dg_netproxy_serves_several_delayed_links() {
             2 * DELAY
         );
     }
+    // Each pipeline was MESSAGES simple queries; the file catches up
+    // within its 100 ms period.
+    let want = format!("requests {}\n", 2 * MESSAGES);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&stats).ok().as_deref() != Some(want.as_str()) {
+        assert!(
+            Instant::now() < deadline,
+            "stats file says {:?}, not {want:?}",
+            std::fs::read_to_string(&stats)
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let _ = std::fs::remove_file(&stats);
     let bad = Command::new(env!("CARGO_BIN_EXE_dg-netproxy"))
         .args(["--listen", "127.0.0.1:0"])
         .output()

@@ -5,24 +5,28 @@
 //!                                --listen 127.0.0.1:7002 --to 127.0.0.1:5434
 //!
 //! Each `--listen`/`--to` pair is one link; `--delay-us D` delays every
-//! chunk by D microseconds in each direction (a round trip gains 2·D). It
-//! prints one "listening <addr> -> <addr>" line per link once all listen,
-//! then runs until killed.
+//! chunk by D microseconds in each direction (a round trip gains 2·D).
+//! `--stats FILE` keeps FILE at "requests N" (simple queries and syncs
+//! over all links so far), rewritten every 100 ms. It prints one
+//! "listening <addr> -> <addr>" line per link once all listen, then runs
+//! until killed.
 
 use dg_tests::proxy::{Mode, Proxy};
 use std::time::Duration;
 
 const USAGE: &str =
-    "usage: dg-netproxy [--delay-us D] --listen HOST:PORT --to HOST:PORT [--listen … --to …]…";
+    "usage: dg-netproxy [--delay-us D] [--stats FILE] --listen HOST:PORT --to HOST:PORT [--listen … --to …]…";
 
 #[derive(Debug, PartialEq)]
 struct Args {
     delay_us: u64,
+    stats: Option<String>,
     links: Vec<(String, String)>,
 }
 
 fn parse(args: &[String]) -> Result<Args, String> {
     let mut delay_us = 0;
+    let mut stats = None;
     let mut links = Vec::new();
     let mut listen: Option<String> = None;
     let mut it = args.iter();
@@ -35,6 +39,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
                     .parse()
                     .map_err(|_| format!("--delay-us: not a number of microseconds: {v}"))?;
             }
+            "--stats" => stats = Some(value()?),
             "--listen" => {
                 if let Some(l) = listen.replace(value()?) {
                     return Err(format!("--listen {l} has no --to"));
@@ -57,7 +62,11 @@ fn parse(args: &[String]) -> Result<Args, String> {
     if links.is_empty() {
         return Err(USAGE.into());
     }
-    Ok(Args { delay_us, links })
+    Ok(Args {
+        delay_us,
+        stats,
+        links,
+    })
 }
 
 fn main() {
@@ -72,6 +81,7 @@ fn main() {
             eprintln!("dg-netproxy: {listen} -> {to}: {e}");
             std::process::exit(1)
         });
+        proxy.stop_tracing();
         if args.delay_us > 0 {
             proxy.set(Mode::Delay(Duration::from_micros(args.delay_us)));
         }
@@ -80,8 +90,24 @@ fn main() {
     for (proxy, to) in &proxies {
         println!("listening {} -> {to}", proxy.addr);
     }
+    let Some(stats) = args.stats else {
+        loop {
+            std::thread::park();
+        }
+    };
+    // Written to a temporary name and renamed, so a reader never sees a
+    // half-written file.
+    let tmp = format!("{stats}.tmp");
     loop {
-        std::thread::park();
+        let requests: u64 = proxies.iter().map(|(p, _)| p.requests()).sum();
+        if std::fs::write(&tmp, format!("requests {requests}\n"))
+            .and_then(|()| std::fs::rename(&tmp, &stats))
+            .is_err()
+        {
+            eprintln!("dg-netproxy: cannot write {stats}");
+            std::process::exit(1)
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
