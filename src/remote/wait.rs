@@ -21,7 +21,8 @@ pub enum WaitEvent {
     Connect,
     /// A statement's result (the user's, or dg's own inside a DT).
     Result,
-    /// PREPARE TRANSACTION on the DT's writers.
+    /// The commit's first step: PREPARE TRANSACTION on the DT's writers,
+    /// COMMIT on its readers (or the plain COMMIT of a one-phase DT).
     Prepare,
     /// COMMIT PREPARED after the local commit.
     CommitPrepared,
