@@ -8,7 +8,7 @@
 use super::guards::{node_name, ok};
 use crate::fdw;
 use crate::remote::connection::Connection;
-use crate::remote::wait::cleanup_deadline;
+use crate::remote::wait::{cleanup_deadline, WaitEvent};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::ffi::CStr;
@@ -201,7 +201,7 @@ fn run(node: &str) -> Vec<Check> {
     // The resolver's bound on a statement outside any DT.
     let deadline = cleanup_deadline;
     let started = Instant::now();
-    let rtt = conn.exec("SELECT 1", None, deadline());
+    let rtt = conn.exec("SELECT 1", None, deadline(), WaitEvent::Result);
     rows.push(Check {
         check: "round_trip",
         ok: Some(rtt.is_ok()),
@@ -212,7 +212,7 @@ fn run(node: &str) -> Vec<Check> {
         hint: None,
     });
     let facts = conn
-        .exec(FACTS_SQL, None, deadline())
+        .exec(FACTS_SQL, None, deadline(), WaitEvent::Result)
         .map(|o| o.tuples.expect("a SELECT returns tuples"));
     let facts = match facts {
         Ok(t) => {
@@ -271,8 +271,12 @@ fn prepare_probe(conn: &mut Connection, deadline: Option<Instant>) -> Check {
             &format!("BEGIN; PREPARE TRANSACTION '{gid}'"),
             None,
             deadline,
+            WaitEvent::Prepare,
         )
-        .and_then(|_| conn.exec(&format!("ROLLBACK PREPARED '{gid}'"), None, deadline));
+        .and_then(|_| {
+            let sql = format!("ROLLBACK PREPARED '{gid}'");
+            conn.exec(&sql, None, deadline, WaitEvent::Cleanup)
+        });
     match result {
         Ok(_) => Check {
             check: "prepare",

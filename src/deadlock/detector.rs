@@ -16,6 +16,7 @@ use crate::fdw::worker_target;
 use crate::gucs;
 use crate::registry;
 use crate::remote::cache;
+use crate::remote::wait::{self, WaitEvent};
 use crate::session_name::SessionName;
 use crate::stats;
 use crate::wakeup;
@@ -84,7 +85,7 @@ pub unsafe extern "C-unwind" fn dg_deadlock_detector(arg: pg_sys::Datum) {
         let tick = interval.map_or(Duration::from_secs(1), |i| {
             (i / 2).clamp(Duration::from_millis(10), Duration::from_secs(1))
         });
-        if !BackgroundWorker::wait_latch(Some(tick)) {
+        if !wait::sleep(tick, WaitEvent::Detector) || BackgroundWorker::sigterm_received() {
             break;
         }
         if BackgroundWorker::sighup_received() {
@@ -432,7 +433,9 @@ fn local_waits() -> Vec<Wait> {
 }
 
 fn remote_waits(node: &str) -> DgResult<Vec<Wait>> {
-    let Some(t) = cache::exec_once(&worker_target(node)?, WAITS_SQL, None)?.tuples else {
+    let Some(t) =
+        cache::exec_once(&worker_target(node)?, WAITS_SQL, None, WaitEvent::Detector)?.tuples
+    else {
         return Ok(Vec::new());
     };
     let seen = |r, at| Seen {

@@ -14,6 +14,7 @@ use crate::fdw;
 use crate::gid::Gid;
 use crate::remote::cache;
 use crate::remote::target::Target;
+use crate::remote::wait::WaitEvent;
 use crate::stats::{self, Event, Step};
 use pgrx::pg_sys;
 use std::collections::HashSet;
@@ -48,6 +49,7 @@ fn list(node: &str, prefix: &str) -> DgResult<Vec<(String, String, i64)>> {
         &fdw::worker_target(node)?,
         LIST_SQL,
         Some(&[Some(prefix.to_string())]),
+        WaitEvent::Resolver,
     )?
     .tuples;
     Ok(tuples.map_or_else(Vec::new, |t| {
@@ -222,7 +224,7 @@ fn finish(gid: &str, action: Action) -> Outcome {
 fn end_prepared(target: &Target, gid: &str, commit: bool) -> DgResult<()> {
     let verb = if commit { "COMMIT" } else { "ROLLBACK" };
     let sql = format!("{verb} PREPARED {}", pgrx::spi::quote_literal(gid));
-    cache::exec_once(target, &sql, None).map(|_| ())
+    cache::exec_once(target, &sql, None, WaitEvent::Resolver).map(|_| ())
 }
 
 /// `dg.resolve()`: a superuser's manual decision for a prepared transaction

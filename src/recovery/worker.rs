@@ -12,6 +12,7 @@ use super::decide::Action;
 use super::pass;
 use crate::catalog;
 use crate::gucs;
+use crate::remote::wait::{self, WaitEvent};
 use crate::wakeup;
 use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerBuilder, DynamicBackgroundWorker, SignalWakeFlags,
@@ -95,12 +96,13 @@ pub unsafe extern "C-unwind" fn dg_resolver_launcher(_arg: pg_sys::Datum) {
     let mut pending: VecDeque<pg_sys::Oid> = VecDeque::new();
     let mut next_round = Instant::now();
     loop {
-        let wait = if pending.is_empty() {
+        let nap = if pending.is_empty() {
             next_round.saturating_duration_since(Instant::now())
         } else {
             RETRY
         };
-        if !BackgroundWorker::wait_latch(Some(wait.max(Duration::from_millis(10)))) {
+        let nap = nap.max(Duration::from_millis(10));
+        if !wait::sleep(nap, WaitEvent::Resolver) || BackgroundWorker::sigterm_received() {
             break;
         }
         if BackgroundWorker::sighup_received() {

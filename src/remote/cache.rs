@@ -15,7 +15,7 @@
 
 use super::connection::{Connection, Outcome};
 use super::target::Target;
-use super::wait::cleanup_deadline;
+use super::wait::{cleanup_deadline, WaitEvent};
 use crate::error::DgResult;
 use crate::gucs;
 use pgrx::pg_sys;
@@ -126,15 +126,16 @@ pub fn give_back(c: Connection) {
 }
 
 /// Runs one statement outside any DT on a connection for `target` (the
-/// resolver's and the deadlock detector's work), bounded by the cleanup
-/// deadline, and gives the connection back.
+/// resolver's and the deadlock detector's work, which `event` names),
+/// bounded by the cleanup deadline, and gives the connection back.
 pub fn exec_once(
     target: &Target,
     sql: &str,
     params: Option<&[Option<String>]>,
+    event: WaitEvent,
 ) -> DgResult<Outcome> {
     let mut conn = take(target)?;
-    let result = conn.exec(sql, params, cleanup_deadline());
+    let result = conn.exec(sql, params, cleanup_deadline(), event);
     give_back(conn);
     result
 }

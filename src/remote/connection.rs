@@ -14,7 +14,7 @@
 
 use super::libpq::{Flush, PgConn, PgResult, Poll, ResultKind};
 use super::target::Target;
-use super::wait::{deadline_after, wait_socket, Want};
+use super::wait::{deadline_after, wait_socket, WaitEvent, Want};
 use crate::error::{DgError, DgResult, RemoteError};
 use crate::gucs;
 use pgrx::pg_sys;
@@ -74,7 +74,7 @@ impl Connection {
                 Poll::Reading => Want::Read,
                 Poll::Writing => Want::Write,
             };
-            if !wait_socket(conn.socket(), want, deadline) {
+            if !wait_socket(conn.socket(), want, deadline, WaitEvent::Connect) {
                 // Unreachable, like a refused connection: 08001, not a cancel.
                 return Err(connect_error("no answer within dg.connect_timeout".into()));
             }
@@ -96,7 +96,7 @@ impl Connection {
             user_sql: None,
             conn,
         };
-        c.exec(SESSION_SETUP, None, deadline)?;
+        c.exec(SESSION_SETUP, None, deadline, WaitEvent::Connect)?;
         Ok(c)
     }
 
@@ -119,16 +119,20 @@ impl Connection {
     }
 
     /// Queues `sql` (extended protocol when `params` is given, else simple
-    /// protocol, which allows several statements) and flushes it.
+    /// protocol, which allows several statements) and flushes it. Every
+    /// method that may wait takes the `deadline` and the `event` the wait
+    /// shows as: the caller knows which phase it is in.
     pub fn send(
         &mut self,
         sql: &str,
         params: Option<&[Option<String>]>,
         deadline: Option<Instant>,
+        event: WaitEvent,
     ) -> DgResult<()> {
+        let until = (deadline, event);
         match params {
-            Some(p) => self.queue_and_flush(&[], None, deadline, |c| c.send_query_params(sql, p)),
-            None => self.queue_and_flush(&[], None, deadline, |c| c.send_query(sql)),
+            Some(p) => self.queue_and_flush(&[], None, until, |c| c.send_query_params(sql, p)),
+            None => self.queue_and_flush(&[], None, until, |c| c.send_query(sql)),
         }
     }
 
@@ -142,7 +146,7 @@ impl Connection {
         params: &[Option<String>],
         deadline: Option<Instant>,
     ) -> DgResult<()> {
-        self.queue_and_flush(prelude, Some(sql), deadline, |c| {
+        self.queue_and_flush(prelude, Some(sql), (deadline, WaitEvent::Result), |c| {
             c.send_query_params(sql, params)
         })
     }
@@ -151,7 +155,7 @@ impl Connection {
         &mut self,
         prelude: &[String],
         user_sql: Option<&str>,
-        deadline: Option<Instant>,
+        (deadline, event): (Option<Instant>, WaitEvent),
         queue_last: impl FnOnce(&PgConn) -> bool,
     ) -> DgResult<()> {
         if self.busy {
@@ -179,7 +183,9 @@ impl Connection {
                 Flush::Failed => return Err(self.lost(self.conn.error_message())),
                 // The server may be sending while we send; reading keeps
                 // both sides moving.
-                Flush::More => self.await_socket(Want::Write, deadline, "accept a statement")?,
+                Flush::More => {
+                    self.await_socket(Want::Write, deadline, event, "accept a statement")?
+                }
             }
         }
     }
@@ -197,6 +203,7 @@ impl Connection {
     pub fn collect(
         &mut self,
         deadline: Option<Instant>,
+        event: WaitEvent,
         mut on_tuples: Option<&mut dyn FnMut(&PgResult)>,
     ) -> DgResult<Outcome> {
         let mut outcome = Outcome {
@@ -212,7 +219,7 @@ impl Connection {
                 self.stream_last = false;
             }
             while self.conn.is_busy() {
-                self.await_socket(Want::Read, deadline, "finish a statement")?;
+                self.await_socket(Want::Read, deadline, event, "finish a statement")?;
             }
             let res = self.conn.get_result();
             // Parsed while this statement's results were read: its own.
@@ -287,24 +294,26 @@ impl Connection {
         sql: &str,
         params: Option<&[Option<String>]>,
         deadline: Option<Instant>,
+        event: WaitEvent,
     ) -> DgResult<Outcome> {
-        self.send(sql, params, deadline)?;
-        self.collect(deadline, None)
+        self.send(sql, params, deadline, event)?;
+        self.collect(deadline, event, None)
     }
 
     /// Stops the statement in flight and drains it, within `deadline` (the
     /// cancel request included: a peer behind a dead link never answers it).
     /// Returns false (and marks the connection broken) if that fails, so the
     /// caller closes it: closing ends the remote transaction too.
-    pub fn cancel_and_drain(&mut self, deadline: Option<Instant>) -> bool {
+    pub fn cancel_and_drain(&mut self, deadline: Option<Instant>, event: WaitEvent) -> bool {
         if !self.busy {
             return !self.broken;
         }
-        if self.conn.cancel(deadline).is_err() {
+        if let Err(e) = self.cancel(deadline, event) {
+            pgrx::debug1!("dg: cancel on node \"{}\" failed: {e}", self.node);
             self.broken = true;
             return false;
         }
-        match self.collect(deadline, None) {
+        match self.collect(deadline, event, None) {
             Ok(_) | Err(DgError::Remote(_)) => !self.broken,
             Err(_) => {
                 self.broken = true;
@@ -313,14 +322,51 @@ impl Connection {
         }
     }
 
+    /// Asks the peer to cancel the statement in flight; done when the peer
+    /// has the request (its answer, the statement's error, is drained
+    /// after).
+    ///
+    /// With libpq 17 or newer the request goes over a non-blocking cancel
+    /// connection driven by the same latch wait as every other, so it ends
+    /// at `deadline` even behind a link that accepts and never answers,
+    /// and a cancel or a timeout of the backend itself is served meanwhile.
+    #[cfg(libpq_cancel_poll)]
+    fn cancel(&mut self, deadline: Option<Instant>, event: WaitEvent) -> Result<(), String> {
+        let request = self.conn.cancel_start()?;
+        loop {
+            let want = match request.poll() {
+                Poll::Ok => return Ok(()),
+                Poll::Failed => return Err(request.error_message()),
+                Poll::Reading => Want::Read,
+                Poll::Writing => Want::Write,
+            };
+            // The socket may change while libpq tries the peer's addresses.
+            let sock = request.socket();
+            if sock < 0 {
+                return Err(request.error_message());
+            }
+            if !wait_socket(sock, want, deadline, event) {
+                return Err("the cancel request got no answer in time".into());
+            }
+        }
+    }
+
+    /// Older libpq has only the blocking `PQcancel`, which
+    /// `PgConn::cancel` bounds by running it on a thread.
+    #[cfg(not(libpq_cancel_poll))]
+    fn cancel(&mut self, deadline: Option<Instant>, _event: WaitEvent) -> Result<(), String> {
+        self.conn.cancel(deadline)
+    }
+
     /// Waits until the socket is ready for `want`, then reads what arrived.
     fn await_socket(
         &mut self,
         want: Want,
         deadline: Option<Instant>,
+        event: WaitEvent,
         what: &'static str,
     ) -> DgResult<()> {
-        if !wait_socket(self.conn.socket(), want, deadline) {
+        if !wait_socket(self.conn.socket(), want, deadline, event) {
             return Err(DgError::Timeout {
                 node: self.node.clone(),
                 what,

@@ -7,7 +7,9 @@ use libpq_sys as pq;
 use std::cell::Cell;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::ptr::NonNull;
+#[cfg(not(libpq_cancel_poll))]
 use std::sync::mpsc;
+#[cfg(not(libpq_cancel_poll))]
 use std::time::Instant;
 
 /// An open (or opening) libpq connection; closed on drop.
@@ -294,6 +296,24 @@ impl PgConn {
         }
     }
 
+    /// Starts a cancel request for the running statement over a connection
+    /// of its own (libpq 17's `PQcancelCreate` and `PQcancelStart`), without
+    /// blocking; drive it with `CancelConn::poll` until it is `Ok`.
+    #[cfg(libpq_cancel_poll)]
+    pub fn cancel_start(&self) -> Result<CancelConn, String> {
+        // SAFETY: live PGconn; the cancel connection copies what it needs
+        // (address, options, cancel key) and is independent of it.
+        let raw = unsafe { cancel_poll::PQcancelCreate(self.ptr()) };
+        let request = NonNull::new(raw)
+            .map(CancelConn)
+            .ok_or("out of memory for a cancel request")?;
+        // SAFETY: live PGcancelConn, not started yet.
+        if unsafe { cancel_poll::PQcancelStart(request.0.as_ptr()) } != 1 {
+            return Err(request.error_message());
+        }
+        Ok(request)
+    }
+
     /// Asks the server to cancel the running statement, waiting for the
     /// request to be delivered at most until `deadline`.
     ///
@@ -303,7 +323,9 @@ impl PgConn {
     /// runs on a short-lived thread: `PQcancel` is thread-safe and touches
     /// nothing but its own cancel object, never backend state. Past the
     /// deadline the thread is left to end on its own and the caller gives up
-    /// on the connection.
+    /// on the connection. Only for libpq older than 17 (`cancel_start`
+    /// needs no thread).
+    #[cfg(not(libpq_cancel_poll))]
     pub fn cancel(&self, deadline: Option<Instant>) -> Result<(), String> {
         // SAFETY: live PGconn; the cancel object is independent of it.
         let handle = NonNull::new(unsafe { pq::PQgetCancel(self.ptr()) })
@@ -324,13 +346,87 @@ impl PgConn {
     }
 }
 
+/// libpq 17's non-blocking cancel. libpq-sys declares what the libpq
+/// headers it was generated from have, which may be older, so the few
+/// functions dg uses are declared here; `build.rs` sets `libpq_cancel_poll`
+/// only when dg links a libpq 17 or newer. Enums come back as `c_int`:
+/// libpq 17 has values (`CONNECTION_ALLOCATED`) an older binding lacks.
+#[cfg(libpq_cancel_poll)]
+mod cancel_poll {
+    use super::pq;
+    use std::ffi::{c_char, c_int};
+
+    /// libpq's opaque `PGcancelConn`.
+    #[repr(C)]
+    pub struct PGcancelConn {
+        _private: [u8; 0],
+    }
+
+    extern "C" {
+        pub fn PQcancelCreate(conn: *mut pq::PGconn) -> *mut PGcancelConn;
+        pub fn PQcancelStart(cancel_conn: *mut PGcancelConn) -> c_int;
+        pub fn PQcancelPoll(cancel_conn: *mut PGcancelConn) -> c_int;
+        pub fn PQcancelSocket(cancel_conn: *const PGcancelConn) -> c_int;
+        pub fn PQcancelErrorMessage(cancel_conn: *const PGcancelConn) -> *mut c_char;
+        pub fn PQcancelFinish(cancel_conn: *mut PGcancelConn);
+    }
+}
+
+/// A cancel request in progress on a connection of its own; closed (and
+/// given up, if not done) on drop.
+#[cfg(libpq_cancel_poll)]
+pub struct CancelConn(NonNull<cancel_poll::PGcancelConn>);
+
+#[cfg(libpq_cancel_poll)]
+impl CancelConn {
+    /// One step, as `PgConn::poll`: `Ok` once the server has the request
+    /// and closed the cancel connection.
+    pub fn poll(&self) -> Poll {
+        use pq::PostgresPollingStatusType as S;
+        // SAFETY: live, started PGcancelConn.
+        match unsafe { cancel_poll::PQcancelPoll(self.0.as_ptr()) } {
+            r if r == S::PGRES_POLLING_READING as c_int => Poll::Reading,
+            r if r == S::PGRES_POLLING_WRITING as c_int => Poll::Writing,
+            r if r == S::PGRES_POLLING_OK as c_int => Poll::Ok,
+            _ => Poll::Failed,
+        }
+    }
+
+    /// The socket to wait on; may change from one `poll` to the next.
+    pub fn socket(&self) -> c_int {
+        // SAFETY: live PGcancelConn.
+        unsafe { cancel_poll::PQcancelSocket(self.0.as_ptr()) }
+    }
+
+    /// libpq's last error for the request, trimmed.
+    pub fn error_message(&self) -> String {
+        // SAFETY: live PGcancelConn; the message is owned by it.
+        unsafe { owned_string(cancel_poll::PQcancelErrorMessage(self.0.as_ptr())) }
+            .unwrap_or_default()
+            .trim_end()
+            .to_owned()
+    }
+}
+
+#[cfg(libpq_cancel_poll)]
+impl Drop for CancelConn {
+    fn drop(&mut self) {
+        // SAFETY: we own the PGcancelConn and finish it once; this closes
+        // its socket.
+        unsafe { cancel_poll::PQcancelFinish(self.0.as_ptr()) }
+    }
+}
+
 /// A `PGcancel`: what `PQcancel` needs, apart from the connection.
+#[cfg(not(libpq_cancel_poll))]
 struct CancelRequest(NonNull<pq::PGcancel>);
 
 // SAFETY: a PGcancel holds only the peer's address and the cancel key;
 // libpq documents PQcancel as safe to call from another thread.
+#[cfg(not(libpq_cancel_poll))]
 unsafe impl Send for CancelRequest {}
 
+#[cfg(not(libpq_cancel_poll))]
 impl CancelRequest {
     fn send(&self) -> Result<(), String> {
         let mut buf = [0 as c_char; 256];
@@ -348,6 +444,7 @@ impl CancelRequest {
     }
 }
 
+#[cfg(not(libpq_cancel_poll))]
 impl Drop for CancelRequest {
     fn drop(&mut self) {
         // SAFETY: we own the PGcancel and free it once.
@@ -357,6 +454,7 @@ impl Drop for CancelRequest {
 
 /// Starts a thread that receives no signals: PostgreSQL's handlers belong
 /// to the backend's own thread.
+#[cfg(not(libpq_cancel_poll))]
 fn spawn_without_signals(f: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
     // SAFETY: plain signal-mask calls on sets that live on this stack; the
     // old mask is restored before returning, and the new thread inherits

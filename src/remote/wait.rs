@@ -4,11 +4,101 @@
 //!
 //! Upper layers learn of long waits through a `Watch` installed once at
 //! start (the deadlock detector's), so this layer imports none of them.
+//! They say what each wait is for with a `WaitEvent`, which
+//! `pg_stat_activity.wait_event` shows by name on PostgreSQL 17+.
 
 use pgrx::pg_sys;
-use std::ffi::c_int;
+use std::ffi::{c_int, CStr};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+/// What a wait is for, as `pg_stat_activity` names it (`wait_event_type`
+/// `Extension`). PostgreSQL 17 lets an extension name its waits
+/// (`WaitEventExtensionNew`); 15 and 16 show every one as `Extension`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitEvent {
+    /// Connecting to a peer, authentication and session setup included.
+    Connect,
+    /// A statement's result (the user's, or dg's own inside a DT).
+    Result,
+    /// The commit's first step: PREPARE TRANSACTION on the DT's writers,
+    /// COMMIT on its readers (or the plain COMMIT of a one-phase DT).
+    Prepare,
+    /// COMMIT PREPARED after the local commit.
+    CommitPrepared,
+    /// Cancelling, draining and rolling back after an error or at abort.
+    Cleanup,
+    /// The resolver's work: listing and finishing prepared transactions,
+    /// and its launcher's sleep between passes.
+    Resolver,
+    /// The deadlock detector's queries and its sleep between checks.
+    Detector,
+}
+
+// 15 and 16 show no names, so there only `info` is used.
+#[cfg_attr(not(any(feature = "pg17", feature = "pg18")), allow(dead_code))]
+impl WaitEvent {
+    const ALL: [WaitEvent; 7] = [
+        WaitEvent::Connect,
+        WaitEvent::Result,
+        WaitEvent::Prepare,
+        WaitEvent::CommitPrepared,
+        WaitEvent::Cleanup,
+        WaitEvent::Resolver,
+        WaitEvent::Detector,
+    ];
+
+    /// The name `pg_stat_activity.wait_event` shows (17+).
+    pub fn name(self) -> &'static CStr {
+        match self {
+            WaitEvent::Connect => c"DgConnect",
+            WaitEvent::Result => c"DgResult",
+            WaitEvent::Prepare => c"DgPrepare",
+            WaitEvent::CommitPrepared => c"DgCommitPrepared",
+            WaitEvent::Cleanup => c"DgCleanup",
+            WaitEvent::Resolver => c"DgResolver",
+            WaitEvent::Detector => c"DgDetector",
+        }
+    }
+
+    /// The `wait_event_info` to pass to `WaitLatch*`.
+    ///
+    /// The names are registered in shared memory the first time a backend
+    /// waits, all seven at once, and their ids kept for the backend's life
+    /// (`WaitEventExtensionNew` returns the same id for the same name in
+    /// every process). Never in the postmaster, which loads dg but must
+    /// not take the lock registration needs. The first wait of a backend
+    /// is a connect or a worker's sleep, never one with interrupts held
+    /// (a commit or abort waits on connections opened before), so the
+    /// ERROR registration may raise (no room for more events) comes where
+    /// an ERROR may come anyway.
+    #[cfg(any(feature = "pg17", feature = "pg18"))]
+    fn info(self) -> u32 {
+        use std::cell::Cell;
+        thread_local! {
+            static IDS: Cell<Option<[u32; 7]>> = const { Cell::new(None) };
+        }
+        // SAFETY: a plain read of a flag set once at process start.
+        if !unsafe { pg_sys::IsUnderPostmaster } {
+            return pg_sys::PG_WAIT_EXTENSION;
+        }
+        let ids = IDS.get().unwrap_or_else(|| {
+            // SAFETY: static NUL-terminated names; called in a backend or
+            // worker attached to shared memory, outside a critical section.
+            let ids =
+                WaitEvent::ALL.map(|e| unsafe { pg_sys::WaitEventExtensionNew(e.name().as_ptr()) });
+            IDS.set(Some(ids));
+            ids
+        });
+        ids[self as usize]
+    }
+
+    /// 15 and 16 have one wait event for every extension.
+    #[cfg(not(any(feature = "pg17", feature = "pg18")))]
+    fn info(self) -> u32 {
+        pg_sys::PG_WAIT_EXTENSION
+    }
+}
 
 #[derive(Clone, Copy)]
 pub enum Want {
@@ -79,10 +169,10 @@ impl Drop for Watched {
 }
 
 /// Waits until `sock` is ready for `want` (true) or `deadline` passes
-/// (false). Interrupts are checked each time the latch is set, so a pending
-/// cancel raises an ERROR from here unless interrupts are held; so may the
-/// watch.
-pub fn wait_socket(sock: c_int, want: Want, deadline: Option<Instant>) -> bool {
+/// (false), shown as `event`. Interrupts are checked each time the latch
+/// is set, so a pending cancel raises an ERROR from here unless interrupts
+/// are held; so may the watch.
+pub fn wait_socket(sock: c_int, want: Want, deadline: Option<Instant>, event: WaitEvent) -> bool {
     let socket_event = match want {
         Want::Read => pg_sys::WL_SOCKET_READABLE,
         Want::Write => pg_sys::WL_SOCKET_WRITEABLE,
@@ -107,7 +197,7 @@ pub fn wait_socket(sock: c_int, want: Want, deadline: Option<Instant>) -> bool {
                 events as c_int,
                 sock,
                 timeout_ms as _,
-                pg_sys::PG_WAIT_EXTENSION,
+                event.info(),
             )
         };
         if rc & pg_sys::WL_LATCH_SET as c_int != 0 {
@@ -122,6 +212,26 @@ pub fn wait_socket(sock: c_int, want: Want, deadline: Option<Instant>) -> bool {
             return true;
         }
     }
+}
+
+/// A background worker's sleep between rounds, shown as `event`: until its
+/// latch is set or `timeout` passes. Interrupts are served as in any wait;
+/// false if the postmaster died (the worker should exit).
+pub fn sleep(timeout: Duration, event: WaitEvent) -> bool {
+    let timeout_ms = timeout.as_millis().clamp(0, i32::MAX as u128) as std::ffi::c_long;
+    // SAFETY: MyLatch is the process's own latch.
+    let rc = unsafe {
+        let rc = pg_sys::WaitLatch(
+            pg_sys::MyLatch,
+            (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_POSTMASTER_DEATH) as c_int,
+            timeout_ms as _,
+            event.info(),
+        );
+        pg_sys::ResetLatch(pg_sys::MyLatch);
+        rc
+    };
+    pgrx::check_for_interrupts!();
+    rc & pg_sys::WL_POSTMASTER_DEATH as c_int == 0
 }
 
 /// A deadline `d` from now, if there is a limit.

@@ -15,7 +15,7 @@ use crate::gid::Gid;
 use crate::registry::Registration;
 use crate::remote::cache;
 use crate::remote::connection::Outcome;
-use crate::remote::wait::{cleanup_deadline, statement_deadline};
+use crate::remote::wait::{cleanup_deadline, statement_deadline, WaitEvent};
 use crate::stats::{self, Event, Step};
 use crate::wakeup;
 use pgrx::pg_sys;
@@ -58,20 +58,21 @@ fn begin_statement() -> String {
     format!("BEGIN ISOLATION LEVEL {level}{mode}")
 }
 
-/// Sends `cmd(p)` to every participant it names, then collects each.
+/// Sends `cmd(p)` to every participant it names, then collects each; the
+/// waits show as `event`, the phase of the protocol this is.
 fn broadcast(
     parts: &mut [Participant],
-    deadline: Option<Instant>,
+    (deadline, event): (Option<Instant>, WaitEvent),
     mut cmd: impl FnMut(&Participant) -> Option<String>,
 ) -> Vec<Option<DgResult<Outcome>>> {
     let sent: Vec<Option<DgResult<()>>> = parts
         .iter_mut()
-        .map(|p| cmd(p).map(|sql| p.conn.send(&sql, None, deadline)))
+        .map(|p| cmd(p).map(|sql| p.conn.send(&sql, None, deadline, event)))
         .collect();
     parts
         .iter_mut()
         .zip(sent)
-        .map(|(p, s)| s.map(|s| s.and_then(|()| p.conn.collect(deadline, None))))
+        .map(|(p, s)| s.map(|s| s.and_then(|()| p.conn.collect(deadline, event, None))))
         .collect()
 }
 
@@ -79,22 +80,22 @@ fn broadcast(
 /// commands, the fault, then the rest (test builds only).
 fn broadcast_split(
     parts: &mut [Participant],
-    deadline: Option<Instant>,
+    until: (Option<Instant>, WaitEvent),
     point: Point,
     cmd: impl Fn(&Participant) -> Option<String>,
 ) -> Vec<Option<DgResult<Outcome>>> {
     let Some(k) = faults::split(point) else {
-        return broadcast(parts, deadline, cmd);
+        return broadcast(parts, until, cmd);
     };
     let mut sent = 0;
-    let first = broadcast(parts, deadline, |p| {
+    let first = broadcast(parts, until, |p| {
         let c = cmd(p)?;
         sent += 1;
         (sent <= k).then_some(c)
     });
     faults::hit(point);
     let mut seen = 0;
-    let rest = broadcast(parts, deadline, |p| {
+    let rest = broadcast(parts, until, |p| {
         let c = cmd(p)?;
         seen += 1;
         (seen > k).then_some(c)
@@ -160,7 +161,7 @@ impl Dt {
         faults::hit(Point::BeforePrepare);
         let deadline = statement_deadline();
         let open = |p: &Participant| p.state == RemoteState::Open;
-        let asked = broadcast(&mut self.participants, deadline, |p| {
+        let asked = broadcast(&mut self.participants, (deadline, WaitEvent::Result), |p| {
             (open(p) && p.work == Work::Read).then(|| WROTE_QUERY.to_string())
         });
         for (p, r) in self.participants.iter_mut().zip(asked) {
@@ -193,7 +194,8 @@ impl Dt {
     /// Plain COMMIT everywhere: at most one participant wrote and nothing
     /// else must agree with it. A reader's failure loses nothing.
     fn commit_one_phase(&mut self, deadline: Option<Instant>) -> DgResult<()> {
-        let results = broadcast(&mut self.participants, deadline, |p| {
+        let until = (deadline, WaitEvent::Prepare);
+        let results = broadcast(&mut self.participants, until, |p| {
             (p.state == RemoteState::Open).then(|| "COMMIT".to_string())
         });
         let mut first_error = None;
@@ -228,17 +230,16 @@ impl Dt {
             }
         }
         let started = Instant::now();
-        let results =
-            broadcast_split(
-                &mut self.participants,
-                deadline,
-                Point::AfterPrepare,
-                |p| match (p.state, &p.gid) {
-                    (RemoteState::Open, Some(gid)) => Some(format!("PREPARE TRANSACTION '{gid}'")),
-                    (RemoteState::Open, None) => Some("COMMIT".to_string()),
-                    _ => None,
-                },
-            );
+        let results = broadcast_split(
+            &mut self.participants,
+            (deadline, WaitEvent::Prepare),
+            Point::AfterPrepare,
+            |p| match (p.state, &p.gid) {
+                (RemoteState::Open, Some(gid)) => Some(format!("PREPARE TRANSACTION '{gid}'")),
+                (RemoteState::Open, None) => Some("COMMIT".to_string()),
+                _ => None,
+            },
+        );
         let mut first_error = None;
         for (p, r) in self.participants.iter_mut().zip(results) {
             let Some(r) = r else { continue };
@@ -277,7 +278,7 @@ impl Dt {
         let started = Instant::now();
         let results = broadcast_split(
             &mut self.participants,
-            cleanup_deadline(),
+            (cleanup_deadline(), WaitEvent::CommitPrepared),
             Point::BetweenFinishes,
             |p| {
                 (p.state == RemoteState::Prepared)
@@ -307,9 +308,10 @@ impl Dt {
         }
         let deadline = cleanup_deadline();
         for p in self.participants.iter_mut().filter(|p| p.conn.busy) {
-            p.conn.cancel_and_drain(deadline);
+            p.conn.cancel_and_drain(deadline, WaitEvent::Cleanup);
         }
-        let results = broadcast(&mut self.participants, deadline, |p| match p.state {
+        let until = (deadline, WaitEvent::Cleanup);
+        let results = broadcast(&mut self.participants, until, |p| match p.state {
             RemoteState::Open => Some("ROLLBACK".to_string()),
             RemoteState::Preparing | RemoteState::Prepared => Some(format!(
                 "ROLLBACK PREPARED '{}'",
@@ -331,7 +333,8 @@ impl Dt {
     /// Local subtransaction `level` commits: release its savepoints.
     pub(super) fn release_savepoints(&mut self, level: i32) -> DgResult<()> {
         let name = super::participant::savepoint(level);
-        let results = broadcast(&mut self.participants, statement_deadline(), |p| {
+        let until = (statement_deadline(), WaitEvent::Result);
+        let results = broadcast(&mut self.participants, until, |p| {
             (p.depth >= level).then(|| format!("RELEASE SAVEPOINT {name}"))
         });
         let mut first_error = None;
@@ -357,12 +360,16 @@ impl Dt {
             .iter_mut()
             .filter(|p| p.depth >= level && p.conn.busy)
         {
-            failed |= !p.conn.cancel_and_drain(deadline);
+            failed |= !p.conn.cancel_and_drain(deadline, WaitEvent::Cleanup);
         }
-        let results = broadcast(&mut self.participants, deadline, |p| {
-            (p.depth >= level)
-                .then(|| format!("ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}"))
-        });
+        let results = broadcast(
+            &mut self.participants,
+            (deadline, WaitEvent::Cleanup),
+            |p| {
+                (p.depth >= level)
+                    .then(|| format!("ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}"))
+            },
+        );
         for (p, r) in self.participants.iter_mut().zip(results) {
             if let Some(r) = r {
                 p.depth = level - 1;

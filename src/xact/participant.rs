@@ -6,7 +6,7 @@ use super::state::{RemoteState, Work};
 use super::statement::Statement;
 use crate::error::{DgError, DgResult};
 use crate::remote::connection::Connection;
-use crate::remote::wait::statement_deadline;
+use crate::remote::wait::{statement_deadline, WaitEvent};
 use pgrx::pg_sys;
 
 pub struct Participant {
@@ -71,7 +71,7 @@ impl Participant {
         if stmt.rows.is_some() {
             self.conn.stream_rows();
         }
-        let out = self.conn.collect(deadline, stmt.rows)?;
+        let out = self.conn.collect(deadline, WaitEvent::Result, stmt.rows)?;
         if !self.conn.in_transaction() {
             return Err(DgError::Unsupported(format!(
                 "a statement run through dg ended the transaction on node \"{}\"",

@@ -698,3 +698,32 @@ pub fn error_text(e: &postgres::Error) -> String {
         },
     )
 }
+
+/// The server's `server_version_num` (150010, 180006, ...).
+pub fn version_num(c: &mut Client) -> i64 {
+    scalar(c, "SELECT current_setting('server_version_num')::bigint")
+}
+
+/// What `pg_stat_activity.wait_event` shows for dg's wait event `name` on
+/// a server of `version_num`: the name itself from 17 on (dg registers its
+/// waits there), the generic `Extension` on 15 and 16.
+pub fn shown_wait_event(version_num: i64, name: &str) -> String {
+    if version_num >= 170000 {
+        name.to_string()
+    } else {
+        "Extension".to_string()
+    }
+}
+
+/// `(wait_event_type, wait_event)` of backend `pid`, as `pg_stat_activity`
+/// shows it now (empty strings for NULL); None once the backend is gone.
+pub fn wait_event_of(c: &mut Client, pid: i32) -> Option<(String, String)> {
+    let row = c
+        .query_opt(
+            "SELECT coalesce(wait_event_type, ''), coalesce(wait_event, '')
+               FROM pg_stat_activity WHERE pid = $1",
+            &[&pid],
+        )
+        .unwrap_or_else(|e| panic!("pg_stat_activity of {pid}: {}", error_text(&e)));
+    row.map(|r| (r.get(0), r.get(1)))
+}

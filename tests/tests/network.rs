@@ -6,7 +6,11 @@
 
 use dg_tests::postgres::Client;
 use dg_tests::proxy::{Mode, Proxy};
-use dg_tests::{dist_exec, error_text, resolver_bound, scalar, wait_until, Cluster, Db};
+use dg_tests::{
+    dist_exec, error_text, resolver_bound, scalar, shown_wait_event, version_num, wait_event_of,
+    wait_until, Cluster, Db,
+};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -303,6 +307,112 @@ fn black_hole_during_prepare_fails_within_the_timeouts() {
     assert!(cleanup < ONE_WAIT, "the cleanup took {cleanup:?}");
     assert!(error_path + cleanup < BOTH_WAITS);
     assert!(!check_healed(&db, 1, false, "black hole at prepare"));
+}
+
+/// The names of the threads of process `pid` (`comm` of each task).
+fn threads_of(pid: i32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .flatten()
+                .map(|t| {
+                    std::fs::read_to_string(t.path().join("comm"))
+                        .unwrap_or_default()
+                        .trim()
+                        .to_string()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A cancel whose request goes into a black hole ends at the cleanup
+/// deadline on both of dg's cancel paths. With libpq 17+ (a coordinator
+/// on 17 or 18) it is a non-blocking cancel connection in the backend's
+/// own latch wait, shown as `DgCleanup`: the backend never has a second
+/// thread. With older libpq, `PQcancel` blocks, so it runs on a thread,
+/// which stays behind, stuck, while the hole lasts.
+#[test]
+fn cancel_behind_a_black_hole_ends_at_the_deadline() {
+    let cluster = cluster();
+    let (db, proxies) = setup(&cluster, "hole_cancel");
+    let (mut c, _) = session(&db);
+    let pid = scalar(&mut c, "SELECT pg_backend_pid()::bigint") as i32;
+    let version = version_num(&mut c);
+    // Connected (and cached) while the link works.
+    dist_exec(&mut c, "peer2", "SELECT 1", &[]).unwrap();
+    // The statement reaches the peer; neither its answer nor the cancel
+    // request after dg.remote_statement_timeout ever comes through.
+    proxies[1].at_message("SELECT pg_sleep", true, Mode::BlackHole);
+    let done = Arc::new(AtomicBool::new(false));
+    let watching = {
+        let done = done.clone();
+        let mut watcher = db.coord();
+        std::thread::spawn(move || {
+            let (mut events, mut threads) = (Vec::new(), Vec::new());
+            while !done.load(Ordering::SeqCst) {
+                match wait_event_of(&mut watcher, pid) {
+                    Some(event) if !events.contains(&event) => events.push(event),
+                    _ => {}
+                }
+                threads.extend(threads_of(pid).into_iter().filter(|t| t == "dg cancel"));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (events, threads)
+        })
+    };
+    // `timed`, but the session stays open until its threads are counted.
+    let timed = within(BOTH_WAITS * 3, move || {
+        let started = Instant::now();
+        let r = c.batch_execute("SELECT dg.dist_exec('peer2', 'SELECT pg_sleep(30)')");
+        let answered = started.elapsed();
+        c.batch_execute("SELECT 1").expect("the session is usable");
+        let cleanup = started.elapsed() - answered;
+        (r, answered, cleanup, threads_of(pid), c)
+    });
+    done.store(true, Ordering::SeqCst);
+    let (events, cancel_threads) = watching.join().unwrap();
+    proxies[1].heal();
+    let (r, error_path, cleanup, after, _c) = timed.expect("a cancel into a black hole hangs");
+    let err = r.map_err(|e| {
+        let code = e.code().map_or("no SQLSTATE", |c| c.code());
+        format!("{code}: {}", error_text(&e))
+    });
+    let err = err.unwrap_err();
+    assert!(err.starts_with("57014") && err.contains("peer2"), "{err}");
+    eprintln!(
+        "cancel into a black hole (server {version}): error after {error_path:?}, \
+         cleanup {cleanup:?}, waits {events:?}, threads after {after:?}"
+    );
+    assert!(
+        error_path >= TIMEOUT,
+        "failed before the timeout: {error_path:?}"
+    );
+    assert!(error_path < ONE_WAIT, "the error took {error_path:?}");
+    // The cleanup is the cancel, which waits out its deadline (the
+    // timeout) and gives the connection up.
+    assert!(cleanup < ONE_WAIT, "the cancel took {cleanup:?}");
+    let cleanup_wait = (
+        "Extension".to_string(),
+        shown_wait_event(version, "DgCleanup"),
+    );
+    assert!(
+        events.contains(&cleanup_wait),
+        "no {cleanup_wait:?} in {events:?}"
+    );
+    if version >= 170000 {
+        assert!(
+            cancel_threads.is_empty(),
+            "libpq 17+ cancels without a thread: {cancel_threads:?}"
+        );
+        assert_eq!(after.len(), 1, "threads of the backend: {after:?}");
+    } else {
+        assert!(
+            after.iter().any(|t| t == "dg cancel"),
+            "the blocking cancel's thread waits behind the hole: {after:?}"
+        );
+    }
+    assert!(!check_healed(&db, 1, false, "cancel into a black hole"));
 }
 
 #[test]
