@@ -48,6 +48,31 @@ fn cluster(coordinator: u32, peers: [u32; 2]) -> Cluster {
         [coordinator, peers[0], peers[1]].map(i64::from),
         "(coordinator, peer1, peer2) majors"
     );
+    // Each server loads its own tree's libpq (the harness puts the tree's
+    // lib/ on its library path): dblink on every node reaches the next.
+    let nodes: Vec<_> = std::iter::once(&cluster.coordinator)
+        .chain(&cluster.peers)
+        .collect();
+    for (i, node) in nodes.iter().enumerate() {
+        let next = nodes[(i + 1) % nodes.len()];
+        let mut c = node.client("postgres");
+        c.batch_execute("CREATE EXTENSION dblink").unwrap();
+        let sql = format!(
+            "SELECT n FROM dblink('host=127.0.0.1 port={} user=postgres dbname=postgres',
+                                  'SELECT current_setting(''server_version_num'')::int / 10000')
+                      AS t(n int)",
+            next.port
+        );
+        let major: i32 = c
+            .query_one(&sql, &[])
+            .unwrap_or_else(|e| panic!("dblink from {}: {}", node.name, error_text(&e)))
+            .get(0);
+        assert_eq!(
+            major as u32, next.pg.major,
+            "dblink from {} to {}",
+            node.name, next.name
+        );
+    }
     cluster
 }
 
