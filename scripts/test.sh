@@ -35,7 +35,7 @@ summary() {
     # pg_regress's "M of N tests failed." (with "# " in front on 16+).
     local passed failed
     passed=$(cat "$logs"/*.log 2>/dev/null |
-        sed -nE 's/^test result: [A-Za-z]+\. ([0-9]+) passed.*/\1/p; s/^ *All ([0-9]+) tests passed.*/\1/p;
+        sed -nE 's/^test result: [A-Za-z]+\. ([0-9]+) passed.*/\1/p; s/^(# )? *All ([0-9]+) tests passed.*/\2/p;
                  s/^(# )? *([0-9]+) of ([0-9]+) tests failed.*/\3 - \2/p;
                  s/^bank: ([0-9]+) passed, [0-9]+ failed$/\1/p; s/^Ran ([0-9]+) tests? in .*/\1/p' |
         awk '{ n += ($2 == "-") ? $1 - $3 : $1 } END { print n + 0 }')
