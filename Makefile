@@ -28,7 +28,7 @@ help:
 	@echo "make bench-long  dg at 8 clients for 10 minutes, then the decision table's size"
 	@echo "make package     per supported major, an installable tarball in dist/ (no Rust needed to install)"
 	@echo "make test-package  install the package on a server without dg and run the demo transfer with it"
-	@echo "make test-versions  dg built, installed and regress-tested on PostgreSQL 16, 17 and 18"
+	@echo "make test-versions  unit, pg_regress and core tests on PostgreSQL 16 and 17, the whole suite on 18, then peers of other majors (mixed)"
 	@echo "make clean-data  stop the nodes and delete their data"
 
 demo:

@@ -59,4 +59,4 @@ SQL
 
 say "the nodes keep running"
 echo "  connect:  psql -h 127.0.0.1 -p $coord -U postgres demo"
-echo "  stop:     make stop"
+echo "  stop:     make stop$([ "$PG" = "$DG_PG_SYSTEM_MAJOR" ] || echo " PG=$PG")"

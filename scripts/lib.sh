@@ -13,8 +13,10 @@
 #   DG_DATA_ROOT  where node data lives (default <repo>/.dg, see below)
 #   DG_RELEASE=1  build dg with the release profile
 #   DG_FEATURES   extra cargo features for the dg build (space separated)
-# Exported to child processes: DG_REPO, DG_DATA_ROOT, PG, PG_CONFIG,
-# DG_PG_BIN, DG_PORT_OFFSET (and PGRX_HOME, LD_LIBRARY_PATH off PG 15).
+# Exported to child processes: DG_REPO, DG_DATA_ROOT, DG_PG_CACHE (where
+# scripts/pg.sh's trees are: <data root>/pg of the default major), PG,
+# PG_CONFIG, DG_PG_BIN, DG_PORT_OFFSET (and PGRX_HOME, LD_LIBRARY_PATH off
+# PG 15).
 
 set -euo pipefail
 
@@ -68,18 +70,17 @@ if [ -z "${DG_DATA_ROOT:-}" ]; then
     chmod 755 "$DG_DATA_ROOT"
     # The trees of other majors are cached beside the default data; their
     # nodes get a root of their own, so no two majors share a directory.
-    if [ -z "${PG_CONFIG:-}" ]; then
-        PG_CONFIG=$(pg_config_of "$PG" "$DG_DATA_ROOT/pg")
-    fi
+    DG_PG_CACHE=${DG_PG_CACHE:-$DG_DATA_ROOT/pg}
     [ "$PG" = "$DG_PG_SYSTEM_MAJOR" ] || DG_DATA_ROOT="$DG_DATA_ROOT/run-pg$PG"
 fi
-PG_CONFIG=${PG_CONFIG:-$(pg_config_of "$PG" "$DG_DATA_ROOT/pg")}
+DG_PG_CACHE=${DG_PG_CACHE:-$DG_DATA_ROOT/pg}
+PG_CONFIG=${PG_CONFIG:-$(pg_config_of "$PG" "$DG_PG_CACHE")}
 # PostgreSQL's own bin dir, not $PATH: /usr/bin/psql is Debian's
 # version-picking wrapper and /usr/local/bin may hold stray symlinks.
 DG_PG_BIN=$("$PG_CONFIG" --bindir)
 # Fixed ports move by 100 per major, so nodes of two majors can run at once.
 DG_PORT_OFFSET=$(((PG - DG_PG_SYSTEM_MAJOR) * 100))
-export DG_DATA_ROOT PG_CONFIG DG_PG_BIN DG_PORT_OFFSET
+export DG_DATA_ROOT DG_PG_CACHE PG_CONFIG DG_PG_BIN DG_PORT_OFFSET
 mkdir -p "$DG_DATA_ROOT"
 # Root-owned but traversable; postgres owns only the directories inside.
 chmod 755 "$DG_DATA_ROOT"

@@ -1,5 +1,13 @@
-//! Harness for dg's multi-node tests: throwaway PostgreSQL 15 clusters on
+//! Harness for dg's multi-node tests: throwaway PostgreSQL clusters on
 //! loopback, one coordinator (with dg preloaded) and plain peers.
+//!
+//! Each node runs the binaries of one installation (`Pg`, named by its
+//! `pg_config`): the coordinator that of `DG_PG_BIN` / `PG_CONFIG` (the
+//! major dg is installed into), peers that of `DG_PEER_PG_CONFIGS` if set
+//! (a comma list of pg_config paths, one per peer, cycling), else the
+//! coordinator's. `Cluster::start_on` picks them per node; the
+//! mixed-version tests find the other majors' trees in `DG_PG_CONFIG_<NN>`
+//! (`Pg::major`), which scripts/versions.sh sets.
 //!
 //! Tests run as root, but initdb and postgres refuse to, so every server
 //! command runs as the `postgres` user through `runuser`. Each node lives in
@@ -26,27 +34,108 @@ pub use postgres;
 
 pub mod proxy;
 
-/// Binaries of the PostgreSQL the extension is installed into: `DG_PG_BIN`
-/// (which scripts/lib.sh exports), else the bindir of `PG_CONFIG`, else
-/// Debian's PostgreSQL 15.
-pub fn pg_bin() -> &'static str {
-    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Ok(bin) = std::env::var("DG_PG_BIN") {
-            return bin;
-        }
-        let pg_config = std::env::var("PG_CONFIG")
-            .unwrap_or_else(|_| "/usr/lib/postgresql/15/bin/pg_config".into());
-        let out = Command::new(&pg_config)
-            .arg("--bindir")
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {pg_config}: {e}"));
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    })
+/// One PostgreSQL installation, as its `pg_config` reports it.
+#[derive(Debug)]
+pub struct Pg {
+    pub pg_config: String,
+    /// Its programs (initdb, pg_ctl, ...).
+    pub bin: String,
+    /// Its libraries: every server of this installation runs with it on
+    /// `LD_LIBRARY_PATH`. The wheel trees' libpq users (dblink,
+    /// postgres_fdw, libpqwalreceiver, dg) carry a run path to
+    /// /opt/postgresql/lib, which does not exist, and would otherwise load
+    /// whatever libpq the environment names (the system's 15, or another
+    /// node's tree).
+    pub lib: String,
+    /// The major version, from `pg_config --version`.
+    pub major: u32,
 }
 
-/// Data directories of nodes that are (or may be) running.
-static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+impl Pg {
+    /// The installation of `pg_config`, asked once per run.
+    pub fn at(pg_config: &str) -> &'static Pg {
+        static KNOWN: Mutex<Vec<&'static Pg>> = Mutex::new(Vec::new());
+        let mut known = KNOWN.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(pg) = known.iter().find(|p| p.pg_config == pg_config) {
+            return pg;
+        }
+        let ask = |arg: &str| {
+            let out = Command::new(pg_config)
+                .arg(arg)
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run {pg_config} {arg}: {e}"));
+            assert!(out.status.success(), "{pg_config} {arg} failed");
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        let version = ask("--version");
+        // "PostgreSQL 18.6", "PostgreSQL 15.20 (Debian 15.20-0+deb12u1)"
+        let major = version
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.split('.').next())
+            .and_then(|m| m.parse().ok())
+            .unwrap_or_else(|| panic!("{pg_config}: no major in {version:?}"));
+        let pg: &'static Pg = Box::leak(Box::new(Pg {
+            pg_config: pg_config.to_string(),
+            bin: ask("--bindir"),
+            lib: ask("--libdir"),
+            major,
+        }));
+        known.push(pg);
+        pg
+    }
+
+    /// The installation dg is installed into, for coordinators:
+    /// `DG_PG_BIN` (which scripts/lib.sh exports), else `PG_CONFIG`, else
+    /// Debian's PostgreSQL 15.
+    pub fn coordinator() -> &'static Pg {
+        let pg_config = match std::env::var("DG_PG_BIN") {
+            Ok(bin) => format!("{bin}/pg_config"),
+            Err(_) => std::env::var("PG_CONFIG")
+                .unwrap_or_else(|_| "/usr/lib/postgresql/15/bin/pg_config".into()),
+        };
+        Pg::at(&pg_config)
+    }
+
+    /// The installation of peer `i` (1-based) of a `Cluster::start_with`:
+    /// the `i`-th of `DG_PEER_PG_CONFIGS` (cycling), else the coordinator's.
+    pub fn peer(i: usize) -> &'static Pg {
+        match std::env::var("DG_PEER_PG_CONFIGS") {
+            Ok(list) if !list.trim().is_empty() => {
+                let configs: Vec<&str> = list.split(',').map(str::trim).collect();
+                Pg::at(configs[(i - 1) % configs.len()])
+            }
+            _ => Pg::coordinator(),
+        }
+    }
+
+    /// The installation of major `major`, from `DG_PG_CONFIG_<major>`.
+    /// Panics when it is not set: a test that needs another major must not
+    /// pass having run on the default one.
+    pub fn major(major: u32) -> &'static Pg {
+        let var = format!("DG_PG_CONFIG_{major}");
+        let pg_config = std::env::var(&var).unwrap_or_else(|_| {
+            panic!(
+                "{var} is not set: the mixed-version tests need the pg_config of each major \
+                 they run; `make test-versions` (scripts/versions.sh) sets them"
+            )
+        });
+        let pg = Pg::at(&pg_config);
+        assert_eq!(
+            pg.major, major,
+            "{var}={pg_config} is PostgreSQL {}",
+            pg.major
+        );
+        pg
+    }
+
+    fn tool(&self, name: &str) -> String {
+        format!("{}/{name}", self.bin)
+    }
+}
+
+/// Node directories that are (or may be) running, with their installation.
+static LIVE: Mutex<Vec<(PathBuf, &'static Pg)>> = Mutex::new(Vec::new());
 static AT_EXIT: Once = Once::new();
 static SEQ: AtomicUsize = AtomicUsize::new(0);
 
@@ -58,8 +147,8 @@ extern "C" {
 /// no destructor reaches. libtest ends with `exit()`, which runs this.
 extern "C" fn stop_all_at_exit() {
     let dirs = std::mem::take(&mut *LIVE.lock().unwrap_or_else(|e| e.into_inner()));
-    for dir in dirs {
-        stop_and_remove(&dir);
+    for (dir, pg) in dirs {
+        stop_and_remove(&dir, pg);
     }
 }
 
@@ -67,13 +156,15 @@ fn base_dir() -> PathBuf {
     std::env::temp_dir().join("dg-tests")
 }
 
-/// Runs a command as the `postgres` OS user in `cwd` (which that user must
-/// be able to enter, or initdb complains).
-fn as_postgres(cwd: &Path, args: &[&str]) -> Output {
+/// Runs a program of `pg` as the `postgres` OS user in `cwd` (which that
+/// user must be able to enter, or initdb complains), with `pg`'s libraries
+/// first on the library path (a server inherits it from pg_ctl).
+fn as_postgres(pg: &Pg, cwd: &Path, args: &[&str]) -> Output {
     // Without RUST_BACKTRACE, errors re-raised through pgrx carry no
     // backtrace in their DETAIL.
     Command::new("runuser")
         .env_remove("RUST_BACKTRACE")
+        .env("LD_LIBRARY_PATH", &pg.lib)
         .args(["-u", "postgres", "--"])
         .args(args)
         .current_dir(cwd)
@@ -82,10 +173,11 @@ fn as_postgres(cwd: &Path, args: &[&str]) -> Output {
 }
 
 /// Immediate shutdown of the server in `data`, if one runs there.
-fn pg_stop(data: &Path) {
+fn pg_stop(data: &Path, pg: &Pg) {
     if data.join("postmaster.pid").exists() {
-        let pg_ctl = format!("{}/pg_ctl", pg_bin());
+        let pg_ctl = pg.tool("pg_ctl");
         let _ = as_postgres(
+            pg,
             Path::new("/"),
             &[
                 &pg_ctl,
@@ -100,10 +192,14 @@ fn pg_stop(data: &Path) {
     }
 }
 
-fn stop_and_remove(dir: &Path) {
-    pg_stop(&dir.join("data"));
+fn stop_and_remove(dir: &Path, pg: &Pg) {
+    pg_stop(&dir.join("data"), pg);
     let _ = fs::remove_dir_all(dir);
 }
+
+/// Where a node directory names the pg_config of its installation, for a
+/// later run that reaps it.
+const PG_CONFIG_FILE: &str = "pg_config";
 
 /// Removes nodes left by test processes that no longer exist (killed
 /// before their `atexit` ran).
@@ -118,7 +214,11 @@ fn reap_stale() {
             .parse::<u32>()
             .is_ok_and(|p| Path::new(&format!("/proc/{p}")).exists());
         if !alive {
-            stop_and_remove(&entry.path());
+            let pg = fs::read_to_string(entry.path().join(PG_CONFIG_FILE))
+                .ok()
+                .filter(|p| Path::new(p.trim()).exists())
+                .map_or_else(Pg::coordinator, |p| Pg::at(p.trim()));
+            stop_and_remove(&entry.path(), pg);
         }
     }
 }
@@ -172,18 +272,26 @@ pub fn free_port() -> u16 {
 pub struct Node {
     pub name: String,
     pub port: u16,
+    /// The installation it runs.
+    pub pg: &'static Pg,
     dir: PathBuf,
     stopped: AtomicBool,
 }
 
 impl Node {
-    /// initdb + start a server on a free port with `extra_conf` lines
-    /// appended to postgresql.conf.
+    /// initdb + start a server of the coordinator's installation on a
+    /// free port with `extra_conf` lines appended to postgresql.conf.
     pub fn start(name: &str, extra_conf: &[&str]) -> Node {
-        let dir = Node::new_dir(name);
+        Node::start_on(Pg::coordinator(), name, extra_conf)
+    }
+
+    /// `start`, with the binaries of `pg`.
+    pub fn start_on(pg: &'static Pg, name: &str, extra_conf: &[&str]) -> Node {
+        let dir = Node::new_dir(name, pg);
         let data_s = dir.join("data").to_str().unwrap().to_string();
-        let initdb = format!("{}/initdb", pg_bin());
+        let initdb = pg.tool("initdb");
         let out = as_postgres(
+            pg,
             &dir,
             &[
                 &initdb,
@@ -203,18 +311,19 @@ impl Node {
             "initdb for {name} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        Node::launch(name, dir, extra_conf)
+        Node::launch(pg, name, dir, extra_conf)
     }
 
     /// A hot standby of this node, streaming from it. Settings of the
     /// node's own (`extra_conf` of its start) are not carried over: pass
     /// what the standby needs in `extra_conf`.
     pub fn standby(&self, name: &str, extra_conf: &[&str]) -> Node {
-        let dir = Node::new_dir(name);
+        let dir = Node::new_dir(name, self.pg);
         let data_s = dir.join("data").to_str().unwrap().to_string();
-        let basebackup = format!("{}/pg_basebackup", pg_bin());
+        let basebackup = self.pg.tool("pg_basebackup");
         let port = self.port.to_string();
         let out = as_postgres(
+            self.pg,
             &dir,
             &[
                 &basebackup,
@@ -246,12 +355,12 @@ impl Node {
         );
         let mut conf = vec![primary.as_str()];
         conf.extend_from_slice(extra_conf);
-        Node::launch(name, dir, &conf)
+        Node::launch(self.pg, name, dir, &conf)
     }
 
     /// A fresh node directory, owned by `postgres` and registered for
     /// clean-up.
-    fn new_dir(name: &str) -> PathBuf {
+    fn new_dir(name: &str, pg: &'static Pg) -> PathBuf {
         AT_EXIT.call_once(|| {
             reap_stale();
             // SAFETY: registers a plain extern "C" function with no state.
@@ -266,18 +375,19 @@ impl Node {
         let dir = base.join(format!("{}-{seq}-{name}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir(&dir).expect("create node dir");
+        fs::write(dir.join(PG_CONFIG_FILE), &pg.pg_config).expect("write the node's pg_config");
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod node dir");
         let chown = Command::new("chown")
             .args(["postgres:postgres", dir.to_str().unwrap()])
             .status()
             .expect("run chown");
         assert!(chown.success(), "chown {dir:?} to postgres failed");
-        LIVE.lock().unwrap().push(dir.clone());
+        LIVE.lock().unwrap().push((dir.clone(), pg));
         dir
     }
 
     /// Starts the server in `dir`/data on a free port.
-    fn launch(name: &str, dir: PathBuf, extra_conf: &[&str]) -> Node {
+    fn launch(pg: &'static Pg, name: &str, dir: PathBuf, extra_conf: &[&str]) -> Node {
         let data = dir.join("data");
         let data_s = data.to_str().unwrap().to_string();
         // A port taken between free_port() and the bind makes the start
@@ -296,9 +406,10 @@ impl Node {
             conf.extend(extra_conf.iter().map(|s| s.to_string()));
             fs::write(data.join("postgresql.auto.conf"), conf.join("\n") + "\n")
                 .expect("write postgresql.auto.conf");
-            let pg_ctl = format!("{}/pg_ctl", pg_bin());
+            let pg_ctl = pg.tool("pg_ctl");
             let log = dir.join("server.log");
             let out = as_postgres(
+                pg,
                 &dir,
                 &[
                     &pg_ctl,
@@ -316,6 +427,7 @@ impl Node {
                 return Node {
                     name: name.to_string(),
                     port,
+                    pg,
                     dir,
                     stopped: AtomicBool::new(false),
                 };
@@ -325,23 +437,37 @@ impl Node {
                 String::from_utf8_lossy(&out.stderr),
                 fs::read_to_string(&log).unwrap_or_default()
             );
-            pg_stop(&data);
+            pg_stop(&data, pg);
             if !last_error.contains("could not bind")
                 && !last_error.contains("could not create any TCP/IP sockets")
             {
                 break;
             }
         }
-        stop_and_remove(&dir);
+        stop_and_remove(&dir, pg);
         panic!("cannot start node {name}: {last_error}");
     }
 
     /// A coordinator: a node with dg preloaded (its callbacks and worker
     /// need `shared_preload_libraries`).
     pub fn coordinator(name: &str, extra_conf: &[&str]) -> Node {
+        Node::coordinator_on(Pg::coordinator(), name, extra_conf)
+    }
+
+    /// `coordinator`, with the binaries of `pg` (dg must be installed there).
+    pub fn coordinator_on(pg: &'static Pg, name: &str, extra_conf: &[&str]) -> Node {
         let mut conf = vec!["shared_preload_libraries = 'dg'"];
         conf.extend_from_slice(extra_conf);
-        Node::start(name, &conf)
+        Node::start_on(pg, name, &conf)
+    }
+
+    /// `server_version_num` as the running server reports it (which
+    /// major a test really talks to).
+    pub fn server_version_num(&self) -> i64 {
+        scalar(
+            &mut self.client("postgres"),
+            "SELECT current_setting('server_version_num')::bigint",
+        )
     }
 
     fn log_path(&self) -> PathBuf {
@@ -414,11 +540,12 @@ impl Node {
     /// Starts a server whose postmaster died. Until its old children have
     /// exited, the start is refused, so it is retried.
     pub fn start_again(&self) {
-        let pg_ctl = format!("{}/pg_ctl", pg_bin());
+        let pg_ctl = self.pg.tool("pg_ctl");
         let data = self.dir.join("data").to_str().unwrap().to_string();
         let log = self.log_path().to_str().unwrap().to_string();
         let started = wait_until(Duration::from_secs(60), || {
             as_postgres(
+                self.pg,
                 Path::new("/"),
                 &[&pg_ctl, "-D", &data, "-l", &log, "-w", "start"],
             )
@@ -449,10 +576,10 @@ impl Node {
         if self.stopped.swap(true, Ordering::SeqCst) {
             return;
         }
-        stop_and_remove(&self.dir);
+        stop_and_remove(&self.dir, self.pg);
         LIVE.lock()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|d| d != &self.dir);
+            .retain(|(d, _)| d != &self.dir);
     }
 }
 
@@ -474,11 +601,25 @@ impl Cluster {
     }
 
     /// `coordinator_conf`: extra postgresql.conf lines for the coordinator.
+    /// Peer `i` runs `Pg::peer(i)` (`DG_PEER_PG_CONFIGS`).
     pub fn start_with(npeers: usize, coordinator_conf: &[&str]) -> Cluster {
+        let peers: Vec<&'static Pg> = (1..=npeers).map(Pg::peer).collect();
+        Cluster::start_on(Pg::coordinator(), &peers, coordinator_conf)
+    }
+
+    /// A coordinator of `coordinator` and one peer per entry of `peers`,
+    /// each of that installation.
+    pub fn start_on(
+        coordinator: &'static Pg,
+        peers: &[&'static Pg],
+        coordinator_conf: &[&str],
+    ) -> Cluster {
         Cluster {
-            coordinator: Node::coordinator("coord", coordinator_conf),
-            peers: (1..=npeers)
-                .map(|i| Node::start(&format!("peer{i}"), &[]))
+            coordinator: Node::coordinator_on(coordinator, "coord", coordinator_conf),
+            peers: peers
+                .iter()
+                .enumerate()
+                .map(|(i, pg)| Node::start_on(pg, &format!("peer{}", i + 1), &[]))
                 .collect(),
         }
     }
