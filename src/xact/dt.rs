@@ -4,7 +4,8 @@
 //! Every step that talks to several peers sends to all of them first and
 //! then collects, so a phase costs one round trip, not one per peer.
 
-use super::participant::Participant;
+use super::participant::{nest_level, Participant};
+use super::sends::Sends;
 use super::state::{protocol, DtState, PrepareAnswer, Protocol, RemoteState, Scope, Work};
 use super::statement::Statement;
 use crate::catalog;
@@ -14,7 +15,7 @@ use crate::fdw;
 use crate::gid::Gid;
 use crate::registry::Registration;
 use crate::remote::cache;
-use crate::remote::connection::Outcome;
+use crate::remote::connection::{Outcome, SentResult};
 use crate::remote::wait::{cleanup_deadline, statement_deadline};
 use crate::stats::{self, Event, Step};
 use crate::wakeup;
@@ -39,6 +40,8 @@ pub struct Dt {
     /// until the local commit has made it durable.
     deciding_since: Option<Instant>,
     begin_sql: String,
+    /// The `dg.dist_send` statements not yet reported by `dist_sync`.
+    sends: Sends,
     /// Published to the deadlock detector while the DT lives.
     registration: Registration,
 }
@@ -113,8 +116,100 @@ impl Dt {
             protocol: None,
             deciding_since: None,
             begin_sql: begin_statement(),
+            sends: Sends::default(),
             registration: Registration::enter(),
         }
+    }
+
+    /// Whether another statement may run: an aborted DT raises the error
+    /// of a failed send that aborted it, as `dist_exec` would have.
+    pub(super) fn check_statement(&self) -> DgResult<()> {
+        match (self.state, self.sends.error()) {
+            (DtState::Aborted, Some(e)) => Err(e),
+            (state, _) => state.check_statement(),
+        }
+    }
+
+    /// The earliest failed send read so far.
+    pub(super) fn failed_send(&self) -> Option<DgError> {
+        self.sends.error()
+    }
+
+    /// The participant for `node` as the current role, joining it first.
+    fn participant(&mut self, node: &str) -> DgResult<usize> {
+        let target = fdw::lookup(node)?;
+        if let Some(i) = self
+            .participants
+            .iter()
+            .position(|p| p.conn.mapping == target.mapping)
+        {
+            return Ok(i);
+        }
+        let conn = cache::take(&target)?;
+        self.registration.join(target.server, conn.backend_pid());
+        self.participants.push(Participant::new(conn));
+        Ok(self.participants.len() - 1)
+    }
+
+    /// Queues `stmt` on its node's pipeline (`dg.dist_send`) and returns.
+    pub(super) fn send(&mut self, stmt: Statement) -> DgResult<()> {
+        let idx = self.participant(stmt.node)?;
+        let read_only = self.read_only();
+        let p = &mut self.participants[idx];
+        if !read_only {
+            p.work = Work::Write;
+        }
+        let seq = self.sends.add(&p.conn.node, nest_level());
+        p.send(&self.begin_sql, &stmt, seq).inspect_err(|_| {
+            self.sends.forget(seq);
+        })
+    }
+
+    /// A sync point: reads everything sent to the participants `pick`
+    /// chooses, from all of them at once (every pipeline is synced before
+    /// any is read), and files what the sends came to. Errors of the sends
+    /// are kept for the caller to raise (`Sends::error_at`); this returns
+    /// only a failure of the connections themselves.
+    fn sync(
+        &mut self,
+        deadline: Option<Instant>,
+        pick: impl Fn(&Participant) -> bool,
+    ) -> DgResult<()> {
+        let mut first_error = None;
+        let picked = |p: &Participant| p.conn.busy && pick(p);
+        for p in self.participants.iter_mut().filter(|p| picked(p)) {
+            if let Err(e) = p.conn.start_sync(deadline) {
+                first_error.get_or_insert(e);
+            }
+        }
+        for p in self.participants.iter_mut().filter(|p| picked(p)) {
+            let read = p.conn.collect(deadline, None);
+            let sent = p.conn.take_sent();
+            let all_ran = sent.iter().all(|o| matches!(o.result, SentResult::Rows(_)));
+            self.sends.settle(sent);
+            match read {
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+                Ok(_) if all_ran => {
+                    if let Err(e) = p.check_still_open() {
+                        first_error.get_or_insert(e);
+                    }
+                }
+                Ok(_) => {}
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// `dg.dist_sync()`: waits for everything sent and returns what each
+    /// send affected, in send order, or raises the earliest failure.
+    pub(super) fn sync_all(&mut self) -> DgResult<Vec<(String, u32, i64)>> {
+        self.sync(statement_deadline(), |_| true)?;
+        if let Some(e) = self.sends.error() {
+            return Err(e);
+        }
+        Ok(self.sends.take_rows())
     }
 
     /// Participants began READ ONLY (the local transaction was read-only
@@ -124,22 +219,10 @@ impl Dt {
     }
 
     /// Runs `stmt` on its node as the current role, joining the node to
-    /// the DT first.
+    /// the DT first. What was sent to the node before is read in the same
+    /// round trip; if one of those failed, its error is raised instead.
     pub(super) fn run(&mut self, stmt: Statement) -> DgResult<i64> {
-        let target = fdw::lookup(stmt.node)?;
-        let idx = match self
-            .participants
-            .iter()
-            .position(|p| p.conn.mapping == target.mapping)
-        {
-            Some(i) => i,
-            None => {
-                let conn = cache::take(&target)?;
-                self.registration.join(target.server, conn.backend_pid());
-                self.participants.push(Participant::new(conn));
-                self.participants.len() - 1
-            }
-        };
+        let idx = self.participant(stmt.node)?;
         let read_only = self.read_only();
         let p = &mut self.participants[idx];
         // A READ ONLY remote transaction may still write temporary tables;
@@ -150,15 +233,27 @@ impl Dt {
         let started = Instant::now();
         let ran = p.run(&self.begin_sql, stmt);
         stats::time(Step::Statement, started.elapsed());
-        ran
+        self.sends.settle(p.conn.take_sent());
+        match ran? {
+            Some(rows) => Ok(rows),
+            None => Err(self.sends.error().unwrap_or_else(|| {
+                DgError::Internal("a statement was skipped, but no send failed".into())
+            })),
+        }
     }
 
     /// The prepare phase. `local_must_agree`: the local transaction's
     /// commit must decide the DT together with the peers.
     pub(super) fn prepare(&mut self, local_must_agree: bool) -> DgResult<()> {
+        let deadline = statement_deadline();
+        // Everything sent is read first; a failed send fails the commit
+        // before it starts, as the dist_exec that failed would have.
+        self.sync(deadline, |_| true)?;
+        if let Some(e) = self.sends.error() {
+            return Err(e);
+        }
         self.state.begin_commit();
         faults::hit(Point::BeforePrepare);
-        let deadline = statement_deadline();
         let open = |p: &Participant| p.state == RemoteState::Open;
         let asked = broadcast(&mut self.participants, deadline, |p| {
             (open(p) && p.work == Work::Read).then(|| WROTE_QUERY.to_string())
@@ -307,8 +402,10 @@ impl Dt {
         }
         let deadline = cleanup_deadline();
         for p in self.participants.iter_mut().filter(|p| p.conn.busy) {
-            p.conn.cancel_and_drain(deadline);
+            p.drain(deadline);
+            p.conn.take_sent();
         }
+        self.sends.clear();
         let results = broadcast(&mut self.participants, deadline, |p| match p.state {
             RemoteState::Open => Some("ROLLBACK".to_string()),
             RemoteState::Preparing | RemoteState::Prepared => Some(format!(
@@ -328,8 +425,15 @@ impl Dt {
         }
     }
 
-    /// Local subtransaction `level` commits: release its savepoints.
+    /// Local subtransaction `level` commits: read what was sent inside it
+    /// (raising a failure there, where a handler can catch it), then
+    /// release its savepoints.
     pub(super) fn release_savepoints(&mut self, level: i32) -> DgResult<()> {
+        self.sync(statement_deadline(), |p| p.depth >= level)?;
+        if let Some(e) = self.sends.error_at(level) {
+            return Err(e);
+        }
+        self.sends.released(level);
         let name = super::participant::savepoint(level);
         let results = broadcast(&mut self.participants, statement_deadline(), |p| {
             (p.depth >= level).then(|| format!("RELEASE SAVEPOINT {name}"))
@@ -357,8 +461,11 @@ impl Dt {
             .iter_mut()
             .filter(|p| p.depth >= level && p.conn.busy)
         {
-            failed |= !p.conn.cancel_and_drain(deadline);
+            failed |= !p.drain(deadline);
+            self.sends.settle(p.conn.take_sent());
         }
+        // What was sent inside never happened, failures included.
+        self.sends.rolled_back(level);
         let results = broadcast(&mut self.participants, deadline, |p| {
             (p.depth >= level)
                 .then(|| format!("ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}"))
