@@ -184,14 +184,16 @@ impl Dt {
         }
         for p in self.participants.iter_mut().filter(|p| picked(p)) {
             let read = p.conn.collect(deadline, None);
-            let sent = p.conn.take_sent();
+            let sent = p.take_sent();
             let all_ran = sent.iter().all(|o| matches!(o.result, SentResult::Rows(_)));
             self.sends.settle(sent);
             match read {
+                // dg's own commands behind a failed send fail with it.
+                Err(DgError::Remote(_)) if p.failed_send => {}
                 Err(e) => {
                     first_error.get_or_insert(e);
                 }
-                Ok(_) if all_ran => {
+                Ok(_) if all_ran && !p.failed_send => {
                     if let Err(e) = p.check_still_open() {
                         first_error.get_or_insert(e);
                     }
@@ -223,6 +225,11 @@ impl Dt {
     /// round trip; if one of those failed, its error is raised instead.
     pub(super) fn run(&mut self, stmt: Statement) -> DgResult<i64> {
         let idx = self.participant(stmt.node)?;
+        if self.participants[idx].failed_send {
+            // The remote transaction is aborted: the statement would only
+            // fail because of the send that did.
+            return Err(self.earliest_failure());
+        }
         let read_only = self.read_only();
         let p = &mut self.participants[idx];
         // A READ ONLY remote transaction may still write temporary tables;
@@ -233,13 +240,23 @@ impl Dt {
         let started = Instant::now();
         let ran = p.run(&self.begin_sql, stmt);
         stats::time(Step::Statement, started.elapsed());
-        self.sends.settle(p.conn.take_sent());
+        self.sends.settle(p.take_sent());
         match ran? {
             Some(rows) => Ok(rows),
-            None => Err(self.sends.error().unwrap_or_else(|| {
-                DgError::Internal("a statement was skipped, but no send failed".into())
-            })),
+            None => Err(self.earliest_failure()),
         }
+    }
+
+    /// A send failed: the error to raise is the earliest failure of all,
+    /// where `dist_exec` would have stopped, so every other node's sends
+    /// are read first (one more round trip, on the error path only).
+    fn earliest_failure(&mut self) -> DgError {
+        if let Err(e) = self.sync(statement_deadline(), |_| true) {
+            return e;
+        }
+        self.sends
+            .error()
+            .unwrap_or_else(|| DgError::Internal("no failed send to report".into()))
     }
 
     /// The prepare phase. `local_must_agree`: the local transaction's
@@ -403,7 +420,7 @@ impl Dt {
         let deadline = cleanup_deadline();
         for p in self.participants.iter_mut().filter(|p| p.conn.busy) {
             p.drain(deadline);
-            p.conn.take_sent();
+            p.take_sent();
         }
         self.sends.clear();
         let results = broadcast(&mut self.participants, deadline, |p| match p.state {
@@ -430,11 +447,20 @@ impl Dt {
     /// release its savepoints.
     pub(super) fn release_savepoints(&mut self, level: i32) -> DgResult<()> {
         self.sync(statement_deadline(), |p| p.depth >= level)?;
-        if let Some(e) = self.sends.error_at(level) {
-            return Err(e);
+        if self.sends.error_at(level).is_some() {
+            return Err(self.earliest_failure());
         }
         self.sends.released(level);
         let name = super::participant::savepoint(level);
+        // A participant aborted by an earlier failed send cannot release
+        // anything; that send's error comes at a later sync point.
+        for p in self
+            .participants
+            .iter_mut()
+            .filter(|p| p.failed_send && p.depth >= level)
+        {
+            p.depth = level - 1;
+        }
         let results = broadcast(&mut self.participants, statement_deadline(), |p| {
             (p.depth >= level).then(|| format!("RELEASE SAVEPOINT {name}"))
         });
@@ -462,7 +488,7 @@ impl Dt {
             .filter(|p| p.depth >= level && p.conn.busy)
         {
             failed |= !p.drain(deadline);
-            self.sends.settle(p.conn.take_sent());
+            self.sends.settle(p.take_sent());
         }
         // What was sent inside never happened, failures included.
         self.sends.rolled_back(level);
@@ -470,10 +496,20 @@ impl Dt {
             (p.depth >= level)
                 .then(|| format!("ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}"))
         });
+        let send_failed_outside = self.sends.error().is_some();
         for (p, r) in self.participants.iter_mut().zip(results) {
             if let Some(r) = r {
                 p.depth = level - 1;
-                failed |= r.is_err();
+                match r {
+                    // Back before any send that failed here.
+                    Ok(_) => p.failed_send = false,
+                    // A send that failed before the savepoint was made
+                    // left the remote transaction aborted: an outer
+                    // rollback may still undo it, and otherwise the next
+                    // sync point raises that send's error.
+                    Err(DgError::Remote(_)) if p.failed_send && send_failed_outside => {}
+                    Err(_) => failed = true,
+                }
             }
         }
         if failed {

@@ -5,7 +5,7 @@
 use super::state::{RemoteState, Work};
 use super::statement::Statement;
 use crate::error::{DgError, DgResult};
-use crate::remote::connection::Connection;
+use crate::remote::connection::{Connection, SentOutcome, SentResult};
 use crate::remote::wait::statement_deadline;
 use pgrx::pg_sys;
 use std::time::Instant;
@@ -19,6 +19,10 @@ pub struct Participant {
     pub(super) work: Work,
     /// Set when the prepare phase picks this participant to prepare.
     pub(super) gid: Option<String>,
+    /// A `dg.dist_send` failed here: the remote transaction is aborted
+    /// until a rollback to a savepoint before that send. What dg sends it
+    /// meanwhile fails too, and the failed send is the error to raise.
+    pub(super) failed_send: bool,
 }
 
 pub(super) fn savepoint(level: i32) -> String {
@@ -38,6 +42,7 @@ impl Participant {
             depth: 0,
             work: Work::Read,
             gid: None,
+            failed_send: false,
         }
     }
 
@@ -86,6 +91,15 @@ impl Participant {
                 false
             }
         }
+    }
+
+    /// What the sends read so far came to; notes a failure.
+    pub(super) fn take_sent(&mut self) -> Vec<SentOutcome> {
+        let sent = self.conn.take_sent();
+        self.failed_send |= sent
+            .iter()
+            .any(|o| matches!(o.result, SentResult::Failed(_)));
+        sent
     }
 
     /// A sync point read everything sent without an error: refuses a

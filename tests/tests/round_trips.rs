@@ -77,3 +77,50 @@ fn first_dt_of_a_session_with_one_writer_is_one_phase() {
         "(one-phase, two-phase) commits"
     );
 }
+
+/// Issue 13: statements sent with dg.dist_send ride one pipeline per node
+/// (BEGIN with them), read at COMMIT: two sends on two peers cost each
+/// peer one pipeline for the sends, one PREPARE and one COMMIT PREPARED.
+/// A dist_exec behind sends on the same node joins their pipeline.
+#[test]
+fn sends_cost_one_pipeline_per_node() {
+    let cluster = Cluster::start_with(2, &["dg.resolver_enabled = off"]);
+    let db = cluster.db("sends");
+    db.on_peers("CREATE TABLE accounts (id int PRIMARY KEY, balance bigint NOT NULL); INSERT INTO accounts VALUES (1, 1000), (2, 1000)");
+    let mut c = db.coord();
+    let transfer = "BEGIN;
+        SELECT dg.dist_send('peer1', 'UPDATE accounts SET balance = balance - $1 WHERE id = $2', '5', '1');
+        SELECT dg.dist_send('peer2', 'UPDATE accounts SET balance = balance + $1 WHERE id = $2', '5', '1');
+        COMMIT;";
+    c.batch_execute(transfer).expect("first transfer");
+    let before = requests(&mut c);
+    c.batch_execute(transfer).expect("second transfer");
+    assert_eq!(
+        requests(&mut c) - before,
+        6,
+        "requests for a two-peer transfer by dist_send"
+    );
+    assert_eq!(
+        db.balance(1, 1) + db.balance(2, 1),
+        2000,
+        "money created or lost"
+    );
+
+    // Two sends and a dist_exec on one node, then a send on the other:
+    // one pipeline each, then the commit's phases.
+    let before = requests(&mut c);
+    c.batch_execute(
+        "BEGIN;
+         SELECT dg.dist_send('peer1', 'UPDATE accounts SET balance = balance - 1 WHERE id = 1');
+         SELECT dg.dist_send('peer1', 'UPDATE accounts SET balance = balance - 1 WHERE id = 2');
+         SELECT dg.dist_exec('peer1', 'UPDATE accounts SET balance = balance + 2 WHERE id = 1');
+         SELECT dg.dist_send('peer2', 'UPDATE accounts SET balance = balance WHERE id = 1');
+         COMMIT;",
+    )
+    .expect("mixed block");
+    assert_eq!(
+        requests(&mut c) - before,
+        1 + 1 + 2 + 2,
+        "requests for sends and a dist_exec on one node, a send on another"
+    );
+}
