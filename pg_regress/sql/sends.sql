@@ -114,11 +114,20 @@ SELECT dg.dist_send('peer2', 'UPDATE accounts SET balance = balance - 5 WHERE id
 SELECT state, participants FROM dg.dist_status();
 SELECT dg.dist_commit();
 SELECT * FROM balances() WHERE id = 5;
--- ... and a failed send aborts it at the sync point, until dist_rollback.
+-- ... and a send that fails makes dist_commit fail with its error; as any
+-- failed dist_commit, that ends the DT, rolled back everywhere.
 SELECT dg.dist_begin() IS NOT NULL AS started;
 SELECT dg.dist_send('peer1', 'INSERT INTO accounts VALUES (5, 0)');
 SELECT dg.dist_commit();
 SELECT state FROM dg.dist_status();
+SELECT * FROM balances() WHERE id = 5;
+-- A failed send before dist_commit aborts the session DT at that sync
+-- point, as a failed dist_exec would, until dist_rollback.
+SELECT dg.dist_begin() IS NOT NULL AS started;
+SELECT dg.dist_send('peer1', 'INSERT INTO accounts VALUES (5, 0)');
+SELECT * FROM dg.dist_sync();
+SELECT state FROM dg.dist_status();
+SELECT dg.dist_commit();
 SELECT dg.dist_rollback();
 -- (the other files expect the balances as they were)
 SELECT dg.dist_exec('peer1', 'UPDATE accounts SET balance = balance - 100 WHERE id = 3');

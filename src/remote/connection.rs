@@ -87,8 +87,8 @@ pub struct Outcome {
     pub rows_affected: i64,
     /// The last tuples result, when not streamed to a callback.
     pub tuples: Option<PgResult>,
-    /// The statement waited on was not run: an earlier `dg.dist_send` on
-    /// the same pipeline failed (its error is among the sent outcomes).
+    /// The last statement was not run: an earlier `dg.dist_send` on the
+    /// same pipeline failed (its error is among the sent outcomes).
     pub skipped: bool,
 }
 
@@ -197,6 +197,20 @@ impl Connection {
         let role = Role::Waited { sql: sql.into() };
         self.queue_and_flush(prelude, role, true, deadline, |c| {
             c.send_query_params(sql, params)
+        })
+    }
+
+    /// Sends dg's own `sql` (one statement, no parameters) behind what
+    /// `dg.dist_send` queued, in the same pipeline, and syncs it: one
+    /// round trip for all of them (PREPARE TRANSACTION rides there). With
+    /// nothing queued, as `send`. Skipped if a send before it failed
+    /// (`Outcome::skipped`).
+    pub fn send_behind_sends(&mut self, sql: &str, deadline: Option<Instant>) -> DgResult<()> {
+        if !self.unsynced {
+            return self.send(sql, None, deadline);
+        }
+        self.queue_and_flush(&[], Role::Own, true, deadline, |c| {
+            c.send_query_params(sql, &[])
         })
     }
 
@@ -456,6 +470,7 @@ impl Connection {
                 if let Some(e) = done.error {
                     first_error.get_or_insert(e);
                 }
+                outcome.skipped |= done.skipped && last;
                 if last {
                     outcome.rows_affected = done.rows;
                 }

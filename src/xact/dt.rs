@@ -61,7 +61,8 @@ fn begin_statement() -> String {
     format!("BEGIN ISOLATION LEVEL {level}{mode}")
 }
 
-/// Sends `cmd(p)` to every participant it names, then collects each.
+/// Sends `cmd(p)` to every participant it names (behind the statements
+/// `dist_send` queued there, in the same pipeline), then collects each.
 fn broadcast(
     parts: &mut [Participant],
     deadline: Option<Instant>,
@@ -69,7 +70,7 @@ fn broadcast(
 ) -> Vec<Option<DgResult<Outcome>>> {
     let sent: Vec<Option<DgResult<()>>> = parts
         .iter_mut()
-        .map(|p| cmd(p).map(|sql| p.conn.send(&sql, None, deadline)))
+        .map(|p| cmd(p).map(|sql| p.conn.send_behind_sends(&sql, deadline)))
         .collect();
     parts
         .iter_mut()
@@ -247,6 +248,18 @@ impl Dt {
         }
     }
 
+    /// Files what the sends read by the last broadcast came to; the
+    /// earliest failure if one failed.
+    fn settle_sends(&mut self) -> Option<DgError> {
+        let mut failed = false;
+        for p in self.participants.iter_mut() {
+            let sent = p.take_sent();
+            failed |= p.failed_send;
+            self.sends.settle(sent);
+        }
+        failed.then(|| self.earliest_failure())
+    }
+
     /// A send failed: the error to raise is the earliest failure of all,
     /// where `dist_exec` would have stopped, so every other node's sends
     /// are read first (one more round trip, on the error path only).
@@ -263,11 +276,11 @@ impl Dt {
     /// commit must decide the DT together with the peers.
     pub(super) fn prepare(&mut self, local_must_agree: bool) -> DgResult<()> {
         let deadline = statement_deadline();
-        // Everything sent is read first; a failed send fails the commit
-        // before it starts, as the dist_exec that failed would have.
-        self.sync(deadline, |_| true)?;
-        if let Some(e) = self.sends.error() {
-            return Err(e);
+        // A send known to have failed fails the commit before it starts;
+        // those not read yet are read with the first command of the
+        // commit, in the same pipeline, which they skip if one fails.
+        if self.sends.error().is_some() || self.participants.iter().any(|p| p.failed_send) {
+            return Err(self.earliest_failure());
         }
         self.state.begin_commit();
         faults::hit(Point::BeforePrepare);
@@ -275,6 +288,9 @@ impl Dt {
         let asked = broadcast(&mut self.participants, deadline, |p| {
             (open(p) && p.work == Work::Read).then(|| WROTE_QUERY.to_string())
         });
+        if let Some(e) = self.settle_sends() {
+            return Err(e);
+        }
         for (p, r) in self.participants.iter_mut().zip(asked) {
             if let Some(r) = r {
                 let wrote = r?.tuples.is_some_and(|t| {
@@ -308,9 +324,12 @@ impl Dt {
         let results = broadcast(&mut self.participants, deadline, |p| {
             (p.state == RemoteState::Open).then(|| "COMMIT".to_string())
         });
-        let mut first_error = None;
+        let mut first_error = self.settle_sends();
         for (p, r) in self.participants.iter_mut().zip(results) {
             if let Some(r) = r {
+                if skipped(&r) {
+                    continue;
+                }
                 p.state.end();
                 if let (Err(e), Work::Write) = (r, p.work) {
                     first_error.get_or_insert(e);
@@ -351,9 +370,11 @@ impl Dt {
                     _ => None,
                 },
             );
-        let mut first_error = None;
+        let mut first_error = self.settle_sends();
         for (p, r) in self.participants.iter_mut().zip(results) {
-            let Some(r) = r else { continue };
+            let Some(r) = r.filter(|r| !skipped(r)) else {
+                continue;
+            };
             if p.gid.is_none() {
                 // A reader, committed in the same round trip.
                 p.state.end();
@@ -546,6 +567,12 @@ impl Dt {
             .map(|p| p.conn.node.clone())
             .collect()
     }
+}
+
+/// The command was not run: a send before it in the pipeline failed, so
+/// the remote transaction is still open (and aborted).
+fn skipped(r: &DgResult<Outcome>) -> bool {
+    matches!(r, Ok(o) if o.skipped)
 }
 
 /// The end of COMMIT or ROLLBACK PREPARED on one peer. A failure is a
