@@ -112,3 +112,14 @@ CREATE FUNCTION dg.check_node(node name)
     LANGUAGE c AS 'MODULE_PATHNAME', 'check_node_wrapper';
 COMMENT ON FUNCTION dg.check_node(name) IS
     'Whether a node will work for dg as the caller''s mapped role: one row per check (README, "Registering a node").';
+
+-- dg.dist_send and dg.dist_sync: statements that do not wait (issue 13).
+CREATE FUNCTION dg.dist_send(node name, sql text, VARIADIC params text[] DEFAULT '{}') RETURNS void
+    LANGUAGE c AS 'MODULE_PATHNAME', 'dist_send_wrapper';
+COMMENT ON FUNCTION dg.dist_send(name, text, text[]) IS
+    'Queues one statement on a node''s pipeline inside the distributed transaction and returns without waiting; its outcome is read at the next sync point (dist_sync, a dist_exec or dist_query on the node, the end of the subtransaction, COMMIT).';
+
+CREATE FUNCTION dg.dist_sync() RETURNS TABLE (node text, seq integer, rows bigint)
+    LANGUAGE c AS 'MODULE_PATHNAME', 'dist_sync_wrapper';
+COMMENT ON FUNCTION dg.dist_sync() IS
+    'Waits for every statement dist_send queued and returns, in send order, the rows each affected; raises the error of the first that failed.';

@@ -83,6 +83,16 @@ CREATE FUNCTION dg.dist_query(node name, sql text, VARIADIC params text[] DEFAUL
 COMMENT ON FUNCTION dg.dist_query(name, text, text[]) IS
     'Runs a query on a node inside the distributed transaction; call as SELECT * FROM dg.dist_query(...) AS t(col type, ...).';
 
+CREATE FUNCTION dg.dist_send(node name, sql text, VARIADIC params text[] DEFAULT '{}') RETURNS void
+    LANGUAGE c AS 'MODULE_PATHNAME', 'dist_send_wrapper';
+COMMENT ON FUNCTION dg.dist_send(name, text, text[]) IS
+    'Queues one statement on a node''s pipeline inside the distributed transaction and returns without waiting; its outcome is read at the next sync point (dist_sync, a dist_exec or dist_query on the node, the end of the subtransaction, COMMIT).';
+
+CREATE FUNCTION dg.dist_sync() RETURNS TABLE (node text, seq integer, rows bigint)
+    LANGUAGE c AS 'MODULE_PATHNAME', 'dist_sync_wrapper';
+COMMENT ON FUNCTION dg.dist_sync() IS
+    'Waits for every statement dist_send queued and returns, in send order, the rows each affected; raises the error of the first that failed.';
+
 CREATE FUNCTION dg.dist_commit() RETURNS void
     LANGUAGE c AS 'MODULE_PATHNAME', 'dist_commit_wrapper';
 COMMENT ON FUNCTION dg.dist_commit() IS

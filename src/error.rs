@@ -92,6 +92,8 @@ pub struct RemoteError {
     /// The user's statement that failed (never its parameters); None for
     /// dg's own commands.
     pub statement: Option<String>,
+    /// The `seq` of the `dg.dist_send` that sent it, when one did.
+    pub send: Option<u32>,
 }
 
 /// A notice or warning a peer sent, as its server sent it.
@@ -117,6 +119,28 @@ impl RemoteError {
 }
 
 impl DgError {
+    /// A peer's error about the user's statement `sql`.
+    pub fn naming_statement(self, sql: String) -> DgError {
+        match self {
+            DgError::Remote(mut r) => {
+                r.statement = Some(sql);
+                DgError::Remote(r)
+            }
+            e => e,
+        }
+    }
+
+    /// A peer's error about the statement `dg.dist_send` number `seq` sent.
+    pub fn naming_send(self, seq: u32, sql: String) -> DgError {
+        match self.naming_statement(sql) {
+            DgError::Remote(mut r) => {
+                r.send = Some(seq);
+                DgError::Remote(r)
+            }
+            e => e,
+        }
+    }
+
     /// The node could not be reached, or stopped answering: trying again
     /// later may succeed, unlike an error the peer reported.
     pub fn is_unreachable(&self) -> bool {
@@ -309,6 +333,7 @@ impl DgError {
                 code: packed_sqlstate(&r.sqlstate),
                 remote: r.context.as_deref().map(c_text),
                 statement: r.statement.as_deref().map(c_text),
+                send: r.send.map(|seq| seq as c_int),
             },
             _ => Context::node(node),
         })
@@ -455,6 +480,8 @@ struct Context {
     remote: Option<CString>,
     /// The user's statement the message is about.
     statement: Option<CString>,
+    /// The `dg.dist_send` that sent the statement.
+    send: Option<c_int>,
 }
 
 impl Context {
@@ -495,8 +522,18 @@ unsafe extern "C-unwind" fn context_callback(_arg: *mut c_void) {
             if let Some(remote) = &c.remote {
                 errcontext_msg(c"%s".as_ptr(), remote.as_ptr());
             }
-            if let Some(statement) = &c.statement {
-                errcontext_msg(c"remote SQL command: %s".as_ptr(), statement.as_ptr());
+            match (&c.statement, c.send) {
+                (Some(statement), Some(seq)) => {
+                    errcontext_msg(
+                        c"remote SQL command (dg.dist_send seq %d): %s".as_ptr(),
+                        seq,
+                        statement.as_ptr(),
+                    );
+                }
+                (Some(statement), None) => {
+                    errcontext_msg(c"remote SQL command: %s".as_ptr(), statement.as_ptr());
+                }
+                (None, _) => {}
             }
             errcontext_msg(c"on node \"%s\"".as_ptr(), c.node.as_ptr());
             if let Some(code) = c.code {

@@ -33,6 +33,30 @@ fn dist_exec(node: Option<&CStr>, sql: Option<&str>, params: Option<Array<'_, St
 }
 
 #[pg_extern(sql = false)]
+fn dist_send(node: Option<&CStr>, sql: Option<&str>, params: Option<Array<'_, String>>) {
+    refuse_in_parallel_mode("dg.dist_send()");
+    let node = node_name(node);
+    let sql = required(sql, "sql");
+    let params = param_values(params);
+    ok(session::send(Statement {
+        node: &node,
+        sql,
+        params: &params,
+        rows: None,
+    }))
+}
+
+#[pg_extern(sql = false)]
+fn dist_sync() -> TableIterator<'static, (name!(node, String), name!(seq, i32), name!(rows, i64))> {
+    refuse_in_parallel_mode("dg.dist_sync()");
+    let rows = ok(session::sync());
+    TableIterator::new(
+        rows.into_iter()
+            .map(|(node, seq, rows)| (node, seq as i32, rows)),
+    )
+}
+
+#[pg_extern(sql = false)]
 fn dist_commit() {
     refuse_in_parallel_mode("dg.dist_commit()");
     ok(session::commit())

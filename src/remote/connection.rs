@@ -18,6 +18,7 @@ use super::wait::{deadline_after, wait_socket, WaitEvent, Want};
 use crate::error::{DgError, DgResult, RemoteError};
 use crate::gucs;
 use pgrx::pg_sys;
+use std::collections::VecDeque;
 use std::time::Instant;
 
 pub struct Connection {
@@ -31,18 +32,54 @@ pub struct Connection {
     /// The peer asked for (and got) the mapping's password. A cached
     /// connection is only handed to a role for which that is enough.
     pub used_password: bool,
-    /// Statements whose results are still to be read; the last is the one
-    /// whose outcome counts, those before it (BEGIN, SAVEPOINT) only fail.
-    queued: usize,
-    /// The statements in flight went out as one pipeline.
+    /// Statements sent whose results are still to be read, in order
+    /// (src/README.md, "The pipeline queue").
+    queue: VecDeque<Queued>,
+    /// In libpq pipeline mode: left only once the sync point is read.
     pipelined: bool,
+    /// Statements were queued in the pipeline after its last sync point:
+    /// the peer runs them, but answers only once a sync follows.
+    unsynced: bool,
     /// Rows of the last statement in flight come one result per row.
     stream_last: bool,
-    /// The user's statement in flight (last of its pipeline), for the
-    /// `remote SQL command` line of its errors and to tell its notices
-    /// from those of dg's own commands.
-    user_sql: Option<String>,
+    /// What the `dg.dist_send` statements read so far came to, in send
+    /// order, until the caller takes them.
+    sent: Vec<SentOutcome>,
     conn: PgConn,
+}
+
+/// One statement in flight, as its results are read.
+struct Queued {
+    role: Role,
+    /// Results read so far: the rows counted, the first error, whether
+    /// the pipeline skipped it after an earlier failure.
+    rows: i64,
+    error: Option<DgError>,
+    skipped: bool,
+}
+
+enum Role {
+    /// dg's own command (BEGIN, SAVEPOINT, PREPARE, …): only its failure
+    /// matters, and its notices go to the server log.
+    Own,
+    /// A `dg.dist_send`: what it came to is kept for the caller.
+    Sent { seq: u32, sql: String },
+    /// The user's statement the caller waits on.
+    Waited { sql: String },
+}
+
+/// What one `dg.dist_send` statement came to.
+pub struct SentOutcome {
+    pub seq: u32,
+    pub result: SentResult,
+}
+
+pub enum SentResult {
+    Rows(i64),
+    /// The peer's error, with the statement and its send named.
+    Failed(DgError),
+    /// Not run: an earlier statement in the pipeline failed.
+    Skipped,
 }
 
 /// What a statement returned.
@@ -50,6 +87,9 @@ pub struct Outcome {
     pub rows_affected: i64,
     /// The last tuples result, when not streamed to a callback.
     pub tuples: Option<PgResult>,
+    /// The last statement was not run: an earlier `dg.dist_send` on the
+    /// same pipeline failed (its error is among the sent outcomes).
+    pub skipped: bool,
 }
 
 const SESSION_SETUP: &str =
@@ -90,10 +130,11 @@ impl Connection {
             busy: false,
             broken: false,
             used_password,
-            queued: 0,
+            queue: VecDeque::new(),
             pipelined: false,
+            unsynced: false,
             stream_last: false,
-            user_sql: None,
+            sent: Vec::new(),
             conn,
         };
         c.exec(SESSION_SETUP, None, deadline, WaitEvent::Connect)?;
@@ -118,6 +159,14 @@ impl Connection {
         !self.broken && !self.busy && self.conn.is_ok() && self.conn.is_idle()
     }
 
+    /// A statement someone waits on is in flight (its wait was cut short
+    /// by an ERROR): it may run long, so it is cancelled, not awaited.
+    pub fn awaits_statement(&self) -> bool {
+        self.queue
+            .iter()
+            .any(|q| !matches!(q.role, Role::Sent { .. }))
+    }
+
     /// Queues `sql` (extended protocol when `params` is given, else simple
     /// protocol, which allows several statements) and flushes it. Every
     /// method that may wait takes the `deadline` and the `event` the wait
@@ -131,14 +180,17 @@ impl Connection {
     ) -> DgResult<()> {
         let until = (deadline, event);
         match params {
-            Some(p) => self.queue_and_flush(&[], None, until, |c| c.send_query_params(sql, p)),
-            None => self.queue_and_flush(&[], None, until, |c| c.send_query(sql)),
+            Some(p) => {
+                self.queue_and_flush(&[], Role::Own, true, until, |c| c.send_query_params(sql, p))
+            }
+            None => self.queue_and_flush(&[], Role::Own, true, until, |c| c.send_query(sql)),
         }
     }
 
     /// Queues `prelude` (statements without parameters, such as BEGIN) and
-    /// then the user's statement `sql` as one pipeline, so all of them cost
-    /// one round trip. A failing prelude statement skips the rest.
+    /// then the user's statement `sql` behind whatever `dg.dist_send`
+    /// queued, as one pipeline, and syncs it, so all of them cost one
+    /// round trip. A failing statement skips the rest.
     pub fn send_after(
         &mut self,
         prelude: &[String],
@@ -146,37 +198,115 @@ impl Connection {
         params: &[Option<String>],
         deadline: Option<Instant>,
     ) -> DgResult<()> {
-        self.queue_and_flush(prelude, Some(sql), (deadline, WaitEvent::Result), |c| {
+        let role = Role::Waited { sql: sql.into() };
+        self.queue_and_flush(prelude, role, true, (deadline, WaitEvent::Result), |c| {
             c.send_query_params(sql, params)
         })
+    }
+
+    /// Sends dg's own `sql` (one statement, no parameters) behind what
+    /// `dg.dist_send` queued, in the same pipeline, and syncs it: one
+    /// round trip for all of them (PREPARE TRANSACTION rides there). With
+    /// nothing queued, as `send`. Skipped if a send before it failed
+    /// (`Outcome::skipped`).
+    pub fn send_behind_sends(
+        &mut self,
+        sql: &str,
+        deadline: Option<Instant>,
+        event: WaitEvent,
+    ) -> DgResult<()> {
+        if !self.unsynced {
+            return self.send(sql, None, deadline, event);
+        }
+        self.queue_and_flush(&[], Role::Own, true, (deadline, event), |c| {
+            c.send_query_params(sql, &[])
+        })
+    }
+
+    /// `send_after` for a `dg.dist_send`: queued, flushed, not synced, so
+    /// the caller goes on while the peer runs it. `seq` names it in its
+    /// outcome and its errors.
+    pub fn queue_send(
+        &mut self,
+        prelude: &[String],
+        sql: &str,
+        params: &[Option<String>],
+        seq: u32,
+        deadline: Option<Instant>,
+    ) -> DgResult<()> {
+        let role = Role::Sent {
+            seq,
+            sql: sql.into(),
+        };
+        self.queue_and_flush(prelude, role, false, (deadline, WaitEvent::Result), |c| {
+            c.send_query_params(sql, params)
+        })
+    }
+
+    /// Ends the open pipeline with its sync point, so the peer answers
+    /// everything queued; `collect` then reads it. Nothing to do when
+    /// nothing waits for a sync.
+    pub fn start_sync(&mut self, deadline: Option<Instant>, event: WaitEvent) -> DgResult<()> {
+        if !self.unsynced {
+            return Ok(());
+        }
+        if !self.conn.pipeline_sync() {
+            return Err(self.lost(self.conn.error_message()));
+        }
+        self.unsynced = false;
+        self.flush(deadline, event)
+    }
+
+    /// The outcomes of the `dg.dist_send` statements read so far.
+    pub fn take_sent(&mut self) -> Vec<SentOutcome> {
+        std::mem::take(&mut self.sent)
     }
 
     fn queue_and_flush(
         &mut self,
         prelude: &[String],
-        user_sql: Option<&str>,
+        role: Role,
+        sync: bool,
         (deadline, event): (Option<Instant>, WaitEvent),
         queue_last: impl FnOnce(&PgConn) -> bool,
     ) -> DgResult<()> {
-        if self.busy {
+        // Only an open pipeline takes more statements; anything else in
+        // flight must be read first.
+        if self.busy && !self.unsynced {
             return Err(self.lost("the connection is busy with another statement".into()));
         }
-        // Anything left from before (the session setup) is dg's own.
-        self.pass_on_notices();
-        let pipelined = !prelude.is_empty();
-        let queued = (!pipelined || self.conn.enter_pipeline_mode())
+        if !self.busy {
+            // Anything left from before (the session setup) is dg's own.
+            self.pass_on_notices();
+        }
+        let pipelined = !prelude.is_empty() || !sync || self.unsynced;
+        let queued = (!pipelined || self.pipelined || self.conn.enter_pipeline_mode())
             && prelude.iter().all(|s| self.conn.send_query_params(s, &[]))
             && queue_last(&self.conn)
-            && (!pipelined || self.conn.pipeline_sync());
+            && (!pipelined || !sync || self.conn.pipeline_sync());
         if !queued {
             return Err(self.lost(self.conn.error_message()));
         }
-        crate::stats::count_request();
+        // One request per pipeline: counted as it starts going out.
+        if !self.busy {
+            crate::stats::count_request();
+            self.stream_last = false;
+        }
         self.busy = true;
-        self.user_sql = user_sql.map(str::to_owned);
-        self.queued = prelude.len() + 1;
         self.pipelined = pipelined;
-        self.stream_last = false;
+        self.unsynced = pipelined && !sync;
+        let item = |role| Queued {
+            role,
+            rows: 0,
+            error: None,
+            skipped: false,
+        };
+        self.queue
+            .extend(prelude.iter().map(|_| item(Role::Own)).chain([item(role)]));
+        self.flush(deadline, event)
+    }
+
+    fn flush(&mut self, deadline: Option<Instant>, event: WaitEvent) -> DgResult<()> {
         loop {
             match self.conn.flush() {
                 Flush::Done => return Ok(()),
@@ -195,26 +325,30 @@ impl Connection {
         self.stream_last = true;
     }
 
-    /// Reads every result of the statements in flight. Rows of the last one
-    /// go to `on_tuples` when given (and are dropped after), otherwise its
-    /// last tuples result is kept in the outcome. The first remote error is
-    /// returned after the results are drained, so the connection is ready
-    /// for the next command.
+    /// Reads every result of the statements in flight (syncing an open
+    /// pipeline first). Rows of the last one go to `on_tuples` when given
+    /// (and are dropped after), otherwise its last tuples result is kept
+    /// in the outcome. What `dg.dist_send` statements came to is kept for
+    /// `take_sent`. The first error of any other statement is returned
+    /// after the results are drained, so the connection is ready for the
+    /// next command.
     pub fn collect(
         &mut self,
         deadline: Option<Instant>,
         event: WaitEvent,
         mut on_tuples: Option<&mut dyn FnMut(&PgResult)>,
     ) -> DgResult<Outcome> {
+        self.start_sync(deadline, event)?;
         let mut outcome = Outcome {
             rows_affected: 0,
             tuples: None,
+            skipped: false,
         };
         let mut first_error: Option<DgError> = None;
         loop {
             // libpq takes single-row mode only before the statement's
             // first result is parsed, which is_busy() may do.
-            if self.stream_last && self.queued == 1 {
+            if self.stream_last && self.queue.len() == 1 {
                 self.conn.set_single_row_mode();
                 self.stream_last = false;
             }
@@ -227,33 +361,52 @@ impl Connection {
             let Some(res) = res else {
                 // The end of one statement's results; in a pipeline the
                 // next statement's follow, then the sync point.
-                if self.pipelined && self.queued > 0 && self.conn.is_ok() {
-                    self.queued -= 1;
+                let last = self.queue.len() == 1;
+                if let Some(done) = self.queue.pop_front() {
+                    self.finish(done, last, &mut outcome, &mut first_error);
+                }
+                if self.pipelined && self.conn.is_ok() {
                     continue;
                 }
                 break;
             };
-            let last = self.queued == 1;
-            match res.kind() {
+            let last = self.queue.len() == 1;
+            let kind = res.kind();
+            let e = (kind == ResultKind::Error).then(|| self.remote_error(&res));
+            let front = self.queue.front_mut();
+            match kind {
                 ResultKind::Error => {
-                    if first_error.is_none() {
-                        let statement = self.user_sql.clone().filter(|_| last);
-                        first_error = Some(self.remote_error(&res, statement));
-                    }
-                }
-                ResultKind::Tuples | ResultKind::SingleTuple if last => {
-                    outcome.rows_affected = res.cmd_tuples();
-                    match on_tuples.as_mut() {
-                        Some(f) if first_error.is_none() => f(&res),
+                    let e = e.expect("made for an error");
+                    match front {
+                        Some(q) if q.error.is_none() => q.error = Some(e),
                         Some(_) => {}
-                        None => outcome.tuples = Some(res),
+                        None => {
+                            first_error.get_or_insert(e);
+                        }
                     }
                 }
-                ResultKind::Command if last => outcome.rows_affected = res.cmd_tuples(),
-                ResultKind::Tuples
-                | ResultKind::SingleTuple
-                | ResultKind::Command
-                | ResultKind::PipelineAborted => {}
+                ResultKind::Tuples | ResultKind::SingleTuple => {
+                    let Some(q) = front else { continue };
+                    q.rows = res.cmd_tuples();
+                    if last && !matches!(q.role, Role::Sent { .. }) {
+                        outcome.rows_affected = q.rows;
+                        match on_tuples.as_mut() {
+                            Some(f) if first_error.is_none() && q.error.is_none() => f(&res),
+                            Some(_) => {}
+                            None => outcome.tuples = Some(res),
+                        }
+                    }
+                }
+                ResultKind::Command => {
+                    if let Some(q) = front {
+                        q.rows = res.cmd_tuples();
+                    }
+                }
+                ResultKind::PipelineAborted => {
+                    if let Some(q) = front {
+                        q.skipped = true;
+                    }
+                }
                 ResultKind::PipelineSync => {
                     self.pipelined = false;
                     if !self.conn.exit_pipeline_mode() {
@@ -267,7 +420,7 @@ impl Connection {
                 // transaction; the DT aborts with this error.
                 ResultKind::Other => {
                     self.busy = false;
-                    self.user_sql = None;
+                    self.queue.clear();
                     self.broken = true;
                     return Err(DgError::Unsupported(format!(
                         "COPY and other streaming protocols are not supported through dg (node \"{}\")",
@@ -277,14 +430,63 @@ impl Connection {
             }
         }
         self.busy = false;
-        self.user_sql = None;
-        self.queued = 0;
-        if !self.conn.is_ok() || self.pipelined {
+        // Statements whose results never came (the connection died) count
+        // as failed with it.
+        let lost = !self.queue.is_empty() || !self.conn.is_ok() || self.pipelined;
+        if lost {
             self.broken = true;
+            let e = self.lost(self.conn.error_message());
+            for q in std::mem::take(&mut self.queue) {
+                if let Role::Sent { seq, .. } = q.role {
+                    self.sent.push(SentOutcome {
+                        seq,
+                        result: SentResult::Failed(e.clone()),
+                    });
+                }
+            }
+            first_error.get_or_insert(e);
         }
         match first_error {
             Some(e) => Err(e),
             None => Ok(outcome),
+        }
+    }
+
+    /// One statement's results are all read: file what it came to.
+    fn finish(
+        &mut self,
+        done: Queued,
+        last: bool,
+        outcome: &mut Outcome,
+        first_error: &mut Option<DgError>,
+    ) {
+        match done.role {
+            Role::Sent { seq, sql } => self.sent.push(SentOutcome {
+                seq,
+                result: match done.error {
+                    Some(e) => SentResult::Failed(e.naming_send(seq, sql)),
+                    None if done.skipped => SentResult::Skipped,
+                    None => SentResult::Rows(done.rows),
+                },
+            }),
+            Role::Waited { sql } => {
+                if let Some(e) = done.error {
+                    first_error.get_or_insert(e.naming_statement(sql));
+                }
+                outcome.skipped |= done.skipped && last;
+                if last {
+                    outcome.rows_affected = done.rows;
+                }
+            }
+            Role::Own => {
+                if let Some(e) = done.error {
+                    first_error.get_or_insert(e);
+                }
+                outcome.skipped |= done.skipped && last;
+                if last {
+                    outcome.rows_affected = done.rows;
+                }
+            }
         }
     }
 
@@ -391,15 +593,18 @@ impl Connection {
     /// the server log. A cancel that arrives meanwhile is served at the
     /// next wait.
     fn pass_on_notices(&mut self) {
-        let to_client = self.user_sql.is_some() && self.queued == 1;
+        let to_client = self
+            .queue
+            .front()
+            .is_some_and(|q| !matches!(q.role, Role::Own));
         for notice in self.conn.take_notices() {
             notice.report(&self.node, to_client);
         }
     }
 
     /// The peer's error, whole: its SQLSTATE, message, detail, hint and
-    /// CONTEXT, and `statement` when it is the user's.
-    fn remote_error(&mut self, res: &PgResult, statement: Option<String>) -> DgError {
+    /// CONTEXT (the statement is named once it is known to be the user's).
+    fn remote_error(&mut self, res: &PgResult) -> DgError {
         match res.error_field(b'C') {
             Some(sqlstate) => DgError::Remote(Box::new(RemoteError {
                 node: self.node.clone(),
@@ -408,7 +613,8 @@ impl Connection {
                 detail: res.error_field(b'D'),
                 hint: res.error_field(b'H'),
                 context: res.error_field(b'W'),
-                statement,
+                statement: None,
+                send: None,
             })),
             // No SQLSTATE means libpq itself failed (the connection died).
             None => self.lost(res.error_message()),

@@ -61,7 +61,8 @@ fn pre_commit() -> Result<(), DgError> {
             return Ok(());
         }
         match dt.state {
-            DtState::Aborted => Err(DgError::RolledBack),
+            // A failed send that aborted it is what the client hears.
+            DtState::Aborted => Err(dt.failed_send().unwrap_or(DgError::RolledBack)),
             DtState::Committing => Ok(()),
             DtState::Active => {
                 // SAFETY: reads whether the local transaction wrote.

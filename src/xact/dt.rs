@@ -4,7 +4,8 @@
 //! Every step that talks to several peers sends to all of them first and
 //! then collects, so a phase costs one round trip, not one per peer.
 
-use super::participant::Participant;
+use super::participant::{nest_level, Participant};
+use super::sends::Sends;
 use super::state::{protocol, DtState, PrepareAnswer, Protocol, RemoteState, Scope, Work};
 use super::statement::Statement;
 use crate::catalog;
@@ -14,7 +15,7 @@ use crate::fdw;
 use crate::gid::Gid;
 use crate::registry::Registration;
 use crate::remote::cache;
-use crate::remote::connection::Outcome;
+use crate::remote::connection::{Outcome, SentResult};
 use crate::remote::wait::{cleanup_deadline, statement_deadline, WaitEvent};
 use crate::stats::{self, Event, Step};
 use crate::wakeup;
@@ -39,6 +40,8 @@ pub struct Dt {
     /// until the local commit has made it durable.
     deciding_since: Option<Instant>,
     begin_sql: String,
+    /// The `dg.dist_send` statements not yet reported by `dist_sync`.
+    sends: Sends,
     /// Published to the deadlock detector while the DT lives.
     registration: Registration,
 }
@@ -58,8 +61,9 @@ fn begin_statement() -> String {
     format!("BEGIN ISOLATION LEVEL {level}{mode}")
 }
 
-/// Sends `cmd(p)` to every participant it names, then collects each; the
-/// waits show as `event`, the phase of the protocol this is.
+/// Sends `cmd(p)` to every participant it names (behind the statements
+/// `dist_send` queued there, in the same pipeline), then collects each;
+/// the waits show as `event`, the phase of the protocol this is.
 fn broadcast(
     parts: &mut [Participant],
     (deadline, event): (Option<Instant>, WaitEvent),
@@ -67,7 +71,7 @@ fn broadcast(
 ) -> Vec<Option<DgResult<Outcome>>> {
     let sent: Vec<Option<DgResult<()>>> = parts
         .iter_mut()
-        .map(|p| cmd(p).map(|sql| p.conn.send(&sql, None, deadline, event)))
+        .map(|p| cmd(p).map(|sql| p.conn.send_behind_sends(&sql, deadline, event)))
         .collect();
     parts
         .iter_mut()
@@ -114,8 +118,102 @@ impl Dt {
             protocol: None,
             deciding_since: None,
             begin_sql: begin_statement(),
+            sends: Sends::default(),
             registration: Registration::enter(),
         }
+    }
+
+    /// Whether another statement may run: an aborted DT raises the error
+    /// of a failed send that aborted it, as `dist_exec` would have.
+    pub(super) fn check_statement(&self) -> DgResult<()> {
+        match (self.state, self.sends.error()) {
+            (DtState::Aborted, Some(e)) => Err(e),
+            (state, _) => state.check_statement(),
+        }
+    }
+
+    /// The earliest failed send read so far.
+    pub(super) fn failed_send(&self) -> Option<DgError> {
+        self.sends.error()
+    }
+
+    /// The participant for `node` as the current role, joining it first.
+    fn participant(&mut self, node: &str) -> DgResult<usize> {
+        let target = fdw::lookup(node)?;
+        if let Some(i) = self
+            .participants
+            .iter()
+            .position(|p| p.conn.mapping == target.mapping)
+        {
+            return Ok(i);
+        }
+        let conn = cache::take(&target)?;
+        self.registration.join(target.server, conn.backend_pid());
+        self.participants.push(Participant::new(conn));
+        Ok(self.participants.len() - 1)
+    }
+
+    /// Queues `stmt` on its node's pipeline (`dg.dist_send`) and returns.
+    pub(super) fn send(&mut self, stmt: Statement) -> DgResult<()> {
+        let idx = self.participant(stmt.node)?;
+        let read_only = self.read_only();
+        let p = &mut self.participants[idx];
+        if !read_only {
+            p.work = Work::Write;
+        }
+        let seq = self.sends.add(&p.conn.node, nest_level());
+        p.send(&self.begin_sql, &stmt, seq).inspect_err(|_| {
+            self.sends.forget(seq);
+        })
+    }
+
+    /// A sync point: reads everything sent to the participants `pick`
+    /// chooses, from all of them at once (every pipeline is synced before
+    /// any is read), and files what the sends came to. Errors of the sends
+    /// are kept for the caller to raise (`Sends::error_at`); this returns
+    /// only a failure of the connections themselves.
+    fn sync(
+        &mut self,
+        deadline: Option<Instant>,
+        pick: impl Fn(&Participant) -> bool,
+    ) -> DgResult<()> {
+        let mut first_error = None;
+        let picked = |p: &Participant| p.conn.busy && pick(p);
+        for p in self.participants.iter_mut().filter(|p| picked(p)) {
+            if let Err(e) = p.conn.start_sync(deadline, WaitEvent::Result) {
+                first_error.get_or_insert(e);
+            }
+        }
+        for p in self.participants.iter_mut().filter(|p| picked(p)) {
+            let read = p.conn.collect(deadline, WaitEvent::Result, None);
+            let sent = p.take_sent();
+            let all_ran = sent.iter().all(|o| matches!(o.result, SentResult::Rows(_)));
+            self.sends.settle(sent);
+            match read {
+                // dg's own commands behind a failed send fail with it.
+                Err(DgError::Remote(_)) if p.failed_send => {}
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+                Ok(_) if all_ran && !p.failed_send => {
+                    if let Err(e) = p.check_still_open() {
+                        first_error.get_or_insert(e);
+                    }
+                }
+                Ok(_) => {}
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// `dg.dist_sync()`: waits for everything sent and returns what each
+    /// send affected, in send order, or raises the earliest failure.
+    pub(super) fn sync_all(&mut self) -> DgResult<Vec<(String, u32, i64)>> {
+        self.sync(statement_deadline(), |_| true)?;
+        if let Some(e) = self.sends.error() {
+            return Err(e);
+        }
+        Ok(self.sends.take_rows())
     }
 
     /// Participants began READ ONLY (the local transaction was read-only
@@ -125,22 +223,15 @@ impl Dt {
     }
 
     /// Runs `stmt` on its node as the current role, joining the node to
-    /// the DT first.
+    /// the DT first. What was sent to the node before is read in the same
+    /// round trip; if one of those failed, its error is raised instead.
     pub(super) fn run(&mut self, stmt: Statement) -> DgResult<i64> {
-        let target = fdw::lookup(stmt.node)?;
-        let idx = match self
-            .participants
-            .iter()
-            .position(|p| p.conn.mapping == target.mapping)
-        {
-            Some(i) => i,
-            None => {
-                let conn = cache::take(&target)?;
-                self.registration.join(target.server, conn.backend_pid());
-                self.participants.push(Participant::new(conn));
-                self.participants.len() - 1
-            }
-        };
+        let idx = self.participant(stmt.node)?;
+        if self.participants[idx].failed_send {
+            // The remote transaction is aborted: the statement would only
+            // fail because of the send that did.
+            return Err(self.earliest_failure());
+        }
         let read_only = self.read_only();
         let p = &mut self.participants[idx];
         // A READ ONLY remote transaction may still write temporary tables;
@@ -151,19 +242,56 @@ impl Dt {
         let started = Instant::now();
         let ran = p.run(&self.begin_sql, stmt);
         stats::time(Step::Statement, started.elapsed());
-        ran
+        self.sends.settle(p.take_sent());
+        match ran? {
+            Some(rows) => Ok(rows),
+            None => Err(self.earliest_failure()),
+        }
+    }
+
+    /// Files what the sends read by the last broadcast came to; the
+    /// earliest failure if one failed.
+    fn settle_sends(&mut self) -> Option<DgError> {
+        let mut failed = false;
+        for p in self.participants.iter_mut() {
+            let sent = p.take_sent();
+            failed |= p.failed_send;
+            self.sends.settle(sent);
+        }
+        failed.then(|| self.earliest_failure())
+    }
+
+    /// A send failed: the error to raise is the earliest failure of all,
+    /// where `dist_exec` would have stopped, so every other node's sends
+    /// are read first (one more round trip, on the error path only).
+    fn earliest_failure(&mut self) -> DgError {
+        if let Err(e) = self.sync(statement_deadline(), |_| true) {
+            return e;
+        }
+        self.sends
+            .error()
+            .unwrap_or_else(|| DgError::Internal("no failed send to report".into()))
     }
 
     /// The prepare phase. `local_must_agree`: the local transaction's
     /// commit must decide the DT together with the peers.
     pub(super) fn prepare(&mut self, local_must_agree: bool) -> DgResult<()> {
+        let deadline = statement_deadline();
+        // A send known to have failed fails the commit before it starts;
+        // those not read yet are read with the first command of the
+        // commit, in the same pipeline, which they skip if one fails.
+        if self.sends.error().is_some() || self.participants.iter().any(|p| p.failed_send) {
+            return Err(self.earliest_failure());
+        }
         self.state.begin_commit();
         faults::hit(Point::BeforePrepare);
-        let deadline = statement_deadline();
         let open = |p: &Participant| p.state == RemoteState::Open;
         let asked = broadcast(&mut self.participants, (deadline, WaitEvent::Result), |p| {
             (open(p) && p.work == Work::Read).then(|| WROTE_QUERY.to_string())
         });
+        if let Some(e) = self.settle_sends() {
+            return Err(e);
+        }
         for (p, r) in self.participants.iter_mut().zip(asked) {
             if let Some(r) = r {
                 let wrote = r?.tuples.is_some_and(|t| {
@@ -198,9 +326,12 @@ impl Dt {
         let results = broadcast(&mut self.participants, until, |p| {
             (p.state == RemoteState::Open).then(|| "COMMIT".to_string())
         });
-        let mut first_error = None;
+        let mut first_error = self.settle_sends();
         for (p, r) in self.participants.iter_mut().zip(results) {
             if let Some(r) = r {
+                if skipped(&r) {
+                    continue;
+                }
                 p.state.end();
                 if let (Err(e), Work::Write) = (r, p.work) {
                     first_error.get_or_insert(e);
@@ -240,9 +371,11 @@ impl Dt {
                 _ => None,
             },
         );
-        let mut first_error = None;
+        let mut first_error = self.settle_sends();
         for (p, r) in self.participants.iter_mut().zip(results) {
-            let Some(r) = r else { continue };
+            let Some(r) = r.filter(|r| !skipped(r)) else {
+                continue;
+            };
             if p.gid.is_none() {
                 // A reader, committed in the same round trip.
                 p.state.end();
@@ -308,8 +441,10 @@ impl Dt {
         }
         let deadline = cleanup_deadline();
         for p in self.participants.iter_mut().filter(|p| p.conn.busy) {
-            p.conn.cancel_and_drain(deadline, WaitEvent::Cleanup);
+            p.drain(deadline);
+            p.take_sent();
         }
+        self.sends.clear();
         let until = (deadline, WaitEvent::Cleanup);
         let results = broadcast(&mut self.participants, until, |p| match p.state {
             RemoteState::Open => Some("ROLLBACK".to_string()),
@@ -330,9 +465,25 @@ impl Dt {
         }
     }
 
-    /// Local subtransaction `level` commits: release its savepoints.
+    /// Local subtransaction `level` commits: read what was sent inside it
+    /// (raising a failure there, where a handler can catch it), then
+    /// release its savepoints.
     pub(super) fn release_savepoints(&mut self, level: i32) -> DgResult<()> {
+        self.sync(statement_deadline(), |p| p.depth >= level)?;
+        if self.sends.error_at(level).is_some() {
+            return Err(self.earliest_failure());
+        }
+        self.sends.released(level);
         let name = super::participant::savepoint(level);
+        // A participant aborted by an earlier failed send cannot release
+        // anything; that send's error comes at a later sync point.
+        for p in self
+            .participants
+            .iter_mut()
+            .filter(|p| p.failed_send && p.depth >= level)
+        {
+            p.depth = level - 1;
+        }
         let until = (statement_deadline(), WaitEvent::Result);
         let results = broadcast(&mut self.participants, until, |p| {
             (p.depth >= level).then(|| format!("RELEASE SAVEPOINT {name}"))
@@ -360,8 +511,11 @@ impl Dt {
             .iter_mut()
             .filter(|p| p.depth >= level && p.conn.busy)
         {
-            failed |= !p.conn.cancel_and_drain(deadline, WaitEvent::Cleanup);
+            failed |= !p.drain(deadline);
+            self.sends.settle(p.take_sent());
         }
+        // What was sent inside never happened, failures included.
+        self.sends.rolled_back(level);
         let results = broadcast(
             &mut self.participants,
             (deadline, WaitEvent::Cleanup),
@@ -370,10 +524,20 @@ impl Dt {
                     .then(|| format!("ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}"))
             },
         );
+        let send_failed_outside = self.sends.error().is_some();
         for (p, r) in self.participants.iter_mut().zip(results) {
             if let Some(r) = r {
                 p.depth = level - 1;
-                failed |= r.is_err();
+                match r {
+                    // Back before any send that failed here.
+                    Ok(_) => p.failed_send = false,
+                    // A send that failed before the savepoint was made
+                    // left the remote transaction aborted: an outer
+                    // rollback may still undo it, and otherwise the next
+                    // sync point raises that send's error.
+                    Err(DgError::Remote(_)) if p.failed_send && send_failed_outside => {}
+                    Err(_) => failed = true,
+                }
             }
         }
         if failed {
@@ -410,6 +574,12 @@ impl Dt {
             .map(|p| p.conn.node.clone())
             .collect()
     }
+}
+
+/// The command was not run: a send before it in the pipeline failed, so
+/// the remote transaction is still open (and aborted).
+fn skipped(r: &DgResult<Outcome>) -> bool {
+    matches!(r, Ok(o) if o.skipped)
 }
 
 /// The end of COMMIT or ROLLBACK PREPARED on one peer. A failure is a

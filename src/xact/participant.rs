@@ -5,9 +5,10 @@
 use super::state::{RemoteState, Work};
 use super::statement::Statement;
 use crate::error::{DgError, DgResult};
-use crate::remote::connection::Connection;
+use crate::remote::connection::{Connection, SentOutcome, SentResult};
 use crate::remote::wait::{statement_deadline, WaitEvent};
 use pgrx::pg_sys;
+use std::time::Instant;
 
 pub struct Participant {
     pub(super) conn: Connection,
@@ -18,13 +19,17 @@ pub struct Participant {
     pub(super) work: Work,
     /// Set when the prepare phase picks this participant to prepare.
     pub(super) gid: Option<String>,
+    /// A `dg.dist_send` failed here: the remote transaction is aborted
+    /// until a rollback to a savepoint before that send. What dg sends it
+    /// meanwhile fails too, and the failed send is the error to raise.
+    pub(super) failed_send: bool,
 }
 
 pub(super) fn savepoint(level: i32) -> String {
     format!("dg_sp_{level}")
 }
 
-fn nest_level() -> i32 {
+pub(super) fn nest_level() -> i32 {
     // SAFETY: reads the current transaction's nesting level.
     unsafe { pg_sys::GetCurrentTransactionNestLevel() }
 }
@@ -37,6 +42,7 @@ impl Participant {
             depth: 0,
             work: Work::Read,
             gid: None,
+            failed_send: false,
         }
     }
 
@@ -55,10 +61,65 @@ impl Participant {
         stmts
     }
 
-    /// Runs `stmt`, preceded in the same round trip by whatever mirrors
-    /// the local nesting; a statement that ends the remote transaction
-    /// (COMMIT, ROLLBACK) is refused after the fact.
-    pub(super) fn run(&mut self, begin_sql: &str, stmt: Statement) -> DgResult<i64> {
+    /// Queues `stmt` as `dg.dist_send` number `seq`, preceded by whatever
+    /// mirrors the local nesting, without waiting for it.
+    pub(super) fn send(&mut self, begin_sql: &str, stmt: &Statement, seq: u32) -> DgResult<()> {
+        debug_assert_eq!(
+            self.state,
+            RemoteState::Open,
+            "statements run in an open transaction"
+        );
+        let prelude = self.catch_up(begin_sql, nest_level());
+        self.conn
+            .queue_send(&prelude, stmt.sql, stmt.params, seq, statement_deadline())
+    }
+
+    /// Reads what is in flight, for cleanup: a statement someone waited
+    /// on is cancelled first (it may run for long), sends are awaited.
+    /// False if the connection is no longer fit for use.
+    pub(super) fn drain(&mut self, deadline: Option<Instant>) -> bool {
+        if !self.conn.busy {
+            return !self.conn.broken;
+        }
+        if self.conn.awaits_statement() {
+            return self.conn.cancel_and_drain(deadline, WaitEvent::Cleanup);
+        }
+        match self.conn.collect(deadline, WaitEvent::Cleanup, None) {
+            Ok(_) | Err(DgError::Remote(_)) => !self.conn.broken,
+            Err(_) => {
+                self.conn.broken = true;
+                false
+            }
+        }
+    }
+
+    /// What the sends read so far came to; notes a failure.
+    pub(super) fn take_sent(&mut self) -> Vec<SentOutcome> {
+        let sent = self.conn.take_sent();
+        self.failed_send |= sent
+            .iter()
+            .any(|o| matches!(o.result, SentResult::Failed(_)));
+        sent
+    }
+
+    /// A sync point read everything sent without an error: refuses a
+    /// statement that ended the remote transaction, as `run` does.
+    pub(super) fn check_still_open(&self) -> DgResult<()> {
+        if self.conn.in_transaction() {
+            return Ok(());
+        }
+        Err(DgError::Unsupported(format!(
+            "a statement run through dg ended the transaction on node \"{}\"",
+            self.conn.node
+        )))
+    }
+
+    /// Runs `stmt` behind whatever was sent before it, preceded in the
+    /// same round trip by whatever mirrors the local nesting; a statement
+    /// that ends the remote transaction (COMMIT, ROLLBACK) is refused
+    /// after the fact. None: not run, because an earlier `dg.dist_send`
+    /// on this node failed.
+    pub(super) fn run(&mut self, begin_sql: &str, stmt: Statement) -> DgResult<Option<i64>> {
         debug_assert_eq!(
             self.state,
             RemoteState::Open,
@@ -72,13 +133,11 @@ impl Participant {
             self.conn.stream_rows();
         }
         let out = self.conn.collect(deadline, WaitEvent::Result, stmt.rows)?;
-        if !self.conn.in_transaction() {
-            return Err(DgError::Unsupported(format!(
-                "a statement run through dg ended the transaction on node \"{}\"",
-                self.conn.node
-            )));
+        if out.skipped {
+            return Ok(None);
         }
-        Ok(out.rows_affected)
+        self.check_still_open()?;
+        Ok(Some(out.rows_affected))
     }
 
     /// The state label `dg.connections()` shows.

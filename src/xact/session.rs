@@ -102,10 +102,38 @@ pub fn run(stmt: Statement) -> DgResult<i64> {
             Some(dt) => dt,
             None => open(slot, Scope::Transaction),
         };
-        dt.state.check_statement()?;
+        dt.check_statement()?;
         dt.touched = true;
         let read_only = dt.read_only();
         dt.run(stmt).map_err(|e| explain_read_only(e, read_only))
+    })
+}
+
+/// `dg.dist_send()`: queues `stmt` in the DT (starting one bound to the
+/// local transaction if none is open) without waiting for it.
+pub fn send(stmt: Statement) -> DgResult<()> {
+    with_slot(|slot| {
+        let dt = match slot {
+            Some(dt) => dt,
+            None => open(slot, Scope::Transaction),
+        };
+        dt.check_statement()?;
+        dt.touched = true;
+        dt.send(stmt)
+    })
+}
+
+/// `dg.dist_sync()`: what each send affected, as (node, seq, rows) in
+/// send order; nothing when no DT is open.
+pub fn sync() -> DgResult<Vec<(String, u32, i64)>> {
+    with_slot(|slot| {
+        let Some(dt) = slot.as_mut() else {
+            return Ok(Vec::new());
+        };
+        dt.check_statement()?;
+        dt.touched = true;
+        let read_only = dt.read_only();
+        dt.sync_all().map_err(|e| explain_read_only(e, read_only))
     })
 }
 
@@ -131,6 +159,9 @@ pub fn commit() -> DgResult<()> {
     refuse_in_subtransaction("dg.dist_commit()")?;
     with_slot(|slot| {
         let dt = slot.as_mut().ok_or(DgError::NoneInProgress)?;
+        if let (DtState::Aborted, Some(e)) = (dt.state, dt.failed_send()) {
+            return Err(e);
+        }
         dt.state.check_commit()?;
         dt.touched = true;
         // Session scope: local statements are not part of the DT. A block

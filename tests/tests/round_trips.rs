@@ -77,3 +77,80 @@ fn first_dt_of_a_session_with_one_writer_is_one_phase() {
         "(one-phase, two-phase) commits"
     );
 }
+
+/// Issue 13: statements sent with dg.dist_send ride one pipeline per node
+/// (BEGIN with them), and PREPARE TRANSACTION rides behind them: two sends
+/// on two peers cost each peer one pipeline to reach the decision and one
+/// COMMIT PREPARED. A dist_exec behind sends on the same node joins their
+/// pipeline; a one-writer DT of sends costs one request in all.
+#[test]
+fn sends_cost_one_pipeline_per_node() {
+    let cluster = Cluster::start_with(2, &["dg.resolver_enabled = off"]);
+    let db = cluster.db("sends");
+    db.on_peers("CREATE TABLE accounts (id int PRIMARY KEY, balance bigint NOT NULL); INSERT INTO accounts VALUES (1, 1000), (2, 1000)");
+    let mut c = db.coord();
+    let transfer = "BEGIN;
+        SELECT dg.dist_send('peer1', 'UPDATE accounts SET balance = balance - $1 WHERE id = $2', '5', '1');
+        SELECT dg.dist_send('peer2', 'UPDATE accounts SET balance = balance + $1 WHERE id = $2', '5', '1');
+        COMMIT;";
+    c.batch_execute(transfer).expect("first transfer");
+    let before = requests(&mut c);
+    c.batch_execute(transfer).expect("second transfer");
+    assert_eq!(
+        requests(&mut c) - before,
+        4,
+        "requests for a two-peer transfer by dist_send"
+    );
+    assert_eq!(
+        db.balance(1, 1) + db.balance(2, 1),
+        2000,
+        "money created or lost"
+    );
+
+    // (block, requests it costs, what it is)
+    let blocks = [
+        // Two sends and a dist_exec on one node, then a send on the other:
+        // one pipeline each, then COMMIT PREPARED on each.
+        (
+            "BEGIN;
+             SELECT dg.dist_send('peer1', 'UPDATE accounts SET balance = balance - 1 WHERE id = 1');
+             SELECT dg.dist_send('peer1', 'UPDATE accounts SET balance = balance - 1 WHERE id = 2');
+             SELECT dg.dist_exec('peer1', 'UPDATE accounts SET balance = balance + 2 WHERE id = 1');
+             SELECT dg.dist_send('peer2', 'UPDATE accounts SET balance = balance WHERE id = 1');
+             COMMIT;",
+            1 + 1 + 1 + 2,
+            "sends and a dist_exec on one node, a send on another",
+        ),
+        // One writer, nothing local: BEGIN, the sends and COMMIT in one.
+        (
+            "BEGIN;
+             SELECT dg.dist_send('peer1', 'UPDATE accounts SET balance = balance + 1 WHERE id = 1');
+             SELECT dg.dist_send('peer1', 'UPDATE accounts SET balance = balance - 1 WHERE id = 2');
+             COMMIT;",
+            1,
+            "a one-phase DT of sends",
+        ),
+    ];
+    for (block, cost, what) in blocks {
+        let before = requests(&mut c);
+        c.batch_execute(block).expect(what);
+        assert_eq!(requests(&mut c) - before, cost, "requests for {what}");
+    }
+    // A failed send skips the PREPARE behind it; nothing commits anywhere.
+    let total = db.balance(1, 1) + db.balance(2, 1);
+    let err = c
+        .batch_execute(
+            "BEGIN;
+             SELECT dg.dist_send('peer1', 'UPDATE accounts SET balance = balance - 100 WHERE id = 1');
+             SELECT dg.dist_send('peer2', 'INSERT INTO accounts VALUES (1, 0)');
+             COMMIT;",
+        )
+        .expect_err("a failed send fails the commit");
+    assert_eq!(dg_tests::sqlstate(&err), Some("23505"), "{err:?}");
+    assert_eq!(
+        db.balance(1, 1) + db.balance(2, 1),
+        total,
+        "a failed DT changed balances"
+    );
+    assert_eq!(db.prepared_all(), 0, "prepared transactions left behind");
+}
