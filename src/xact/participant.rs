@@ -18,6 +18,11 @@ pub struct Participant {
     pub(super) work: Work,
     /// Set when the prepare phase picks this participant to prepare.
     pub(super) gid: Option<String>,
+    /// The peer's id of the remote transaction, learned with its PREPARE:
+    /// kept with the decision, so a finisher that finds the prepared
+    /// transaction gone can ask whether it committed (src/README.md,
+    /// "Lost commits").
+    pub(super) remote_xid: Option<u64>,
 }
 
 pub(super) fn savepoint(level: i32) -> String {
@@ -37,6 +42,7 @@ impl Participant {
             depth: 0,
             work: Work::Read,
             gid: None,
+            remote_xid: None,
         }
     }
 
