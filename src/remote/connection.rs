@@ -56,7 +56,8 @@ const SESSION_SETUP: &str =
     "SET DateStyle = ISO; SET IntervalStyle = postgres; SET extra_float_digits = 3";
 
 impl Connection {
-    /// Opens a connection for `target`, bounded by `dg.connect_timeout` and
+    /// Opens a connection for `target`, bounded by `dg.connect_timeout` or
+    /// the node's `connect_timeout` option, whichever is shorter, and
     /// interruptible. Enforces the password rule for non-superusers and sets
     /// the session so values come back in formats local input functions read.
     pub fn open(target: &Target) -> DgResult<Connection> {
@@ -66,7 +67,13 @@ impl Connection {
             message,
         };
         let conn = PgConn::start(&target.options).map_err(connect_error)?;
-        let deadline = deadline_after(gucs::connect_timeout());
+        // The tighter of dg.connect_timeout and the node's own option.
+        let (limit, bound_by) = match (gucs::connect_timeout(), target.connect_timeout()) {
+            (Some(g), Some(o)) if o < g => (Some(o), "the node's connect_timeout"),
+            (None, Some(o)) => (Some(o), "the node's connect_timeout"),
+            (g, _) => (g, "dg.connect_timeout"),
+        };
+        let deadline = deadline_after(limit);
         loop {
             let want = match conn.poll() {
                 Poll::Ok => break,
@@ -76,7 +83,7 @@ impl Connection {
             };
             if !wait_socket(conn.socket(), want, deadline) {
                 // Unreachable, like a refused connection: 08001, not a cancel.
-                return Err(connect_error("no answer within dg.connect_timeout".into()));
+                return Err(connect_error(format!("no answer within {bound_by}")));
             }
         }
         let used_password = conn.used_password();
