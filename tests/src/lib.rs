@@ -26,6 +26,11 @@ pub use postgres;
 
 pub mod proxy;
 
+/// How dg's PREPARE request to a peer starts: the remote xid is asked in
+/// the same request (src/README.md, "Lost commits"). The network tests
+/// cut links at it.
+pub const PREPARE: &str = "SELECT pg_catalog.pg_current_xact_id(); PREPARE TRANSACTION";
+
 /// Binaries of the PostgreSQL the extension is installed into: `DG_PG_BIN`
 /// (which scripts/lib.sh exports), else the bindir of `PG_CONFIG`, else
 /// Debian's PostgreSQL 15.
