@@ -18,7 +18,9 @@ COMMENT ON COLUMN dg.coordinator.singleton IS 'Keeps the table to one row.';
 CREATE TABLE dg.decisions (
     xid bigint PRIMARY KEY,
     dt_id text NOT NULL,
-    decided_at timestamptz NOT NULL DEFAULT now()
+    decided_at timestamptz NOT NULL DEFAULT now(),
+    mappings oid[],
+    remote_xids xid8[]
 );
 REVOKE ALL ON dg.coordinator, dg.decisions FROM PUBLIC;
 COMMENT ON TABLE dg.decisions IS
@@ -27,6 +29,45 @@ COMMENT ON COLUMN dg.decisions.xid IS
     'Full transaction id of the local transaction that decided; it also appears in the GIDs.';
 COMMENT ON COLUMN dg.decisions.dt_id IS 'The distributed transaction id dist_begin() returned.';
 COMMENT ON COLUMN dg.decisions.decided_at IS 'When the decision was written.';
+COMMENT ON COLUMN dg.decisions.mappings IS 'User mapping of each prepared participant (the last part of its GID).';
+COMMENT ON COLUMN dg.decisions.remote_xids IS
+    'Each prepared participant''s transaction id on its node, in the order of mappings: how the resolver tells a finished participant from a lost one.';
+
+-- Lost commits -----------------------------------------------------------------
+-- A node that lost its part of a committed DT (README, "Lost commits"). A
+-- table, not shared memory: an alarm must outlive a restart of the
+-- coordinator, until a superuser acknowledges it. Only the resolver
+-- writes it, as the owner, in the transaction that forgets the decision.
+
+CREATE TABLE dg.lost_commits (
+    node text NOT NULL,
+    gid text PRIMARY KEY,
+    remote_xid xid8 NOT NULL,
+    remote_status text NOT NULL,
+    dt_id text NOT NULL,
+    xid bigint NOT NULL,
+    decided_at timestamptz NOT NULL,
+    detected_at timestamptz NOT NULL DEFAULT now()
+);
+REVOKE ALL ON dg.lost_commits FROM PUBLIC;
+GRANT SELECT ON dg.lost_commits TO pg_monitor;
+COMMENT ON TABLE dg.lost_commits IS
+    'Committed DTs whose part on a node is gone, until dg.acknowledge_lost_commits(); written by the resolver only (pg_monitor and superusers read it).';
+COMMENT ON COLUMN dg.lost_commits.node IS 'Node (server name) that lost it, when it was found.';
+COMMENT ON COLUMN dg.lost_commits.gid IS 'GID of the prepared transaction the node lost (see dg.gid_info).';
+COMMENT ON COLUMN dg.lost_commits.remote_xid IS 'The node''s transaction id of it, learned at PREPARE.';
+COMMENT ON COLUMN dg.lost_commits.remote_status IS
+    'How the node saw that xid: aborted, in progress (reused), not yet assigned (the node went back in time) or unknown.';
+COMMENT ON COLUMN dg.lost_commits.dt_id IS 'The distributed transaction id dist_begin() returned.';
+COMMENT ON COLUMN dg.lost_commits.xid IS 'Full transaction id of the local transaction that decided commit.';
+COMMENT ON COLUMN dg.lost_commits.decided_at IS 'When the commit was decided.';
+COMMENT ON COLUMN dg.lost_commits.detected_at IS 'When the resolver found the loss.';
+
+CREATE FUNCTION dg.acknowledge_lost_commits(gid text DEFAULT NULL) RETURNS bigint
+    LANGUAGE c AS 'MODULE_PATHNAME', 'acknowledge_lost_commits_wrapper';
+REVOKE ALL ON FUNCTION dg.acknowledge_lost_commits(text) FROM PUBLIC;
+COMMENT ON FUNCTION dg.acknowledge_lost_commits(text) IS
+    'Clears the lost-commit alarm of one GID, or of all when NULL, once dealt with; returns how many (superuser only).';
 
 -- Nodes --------------------------------------------------------------------
 
@@ -180,7 +221,7 @@ COMMENT ON COLUMN dg.in_doubt.action IS
 CREATE FUNCTION dg.stats_counters(OUT committed_2pc bigint, OUT committed_1pc bigint, OUT aborted bigint,
                                   OUT finish_failures bigint, OUT finish_failures_unreachable bigint,
                                   OUT resolver_commits bigint, OUT resolver_aborts bigint,
-                                  OUT remote_requests bigint, OUT deadlocks bigint,
+                                  OUT remote_requests bigint, OUT deadlocks bigint, OUT lost_commits bigint,
                                   OUT in_doubt bigint, OUT oldest_in_doubt_us bigint)
     RETURNS SETOF record ROWS 1
     LANGUAGE c AS 'MODULE_PATHNAME', 'stats_counters_wrapper';
@@ -199,7 +240,7 @@ COMMENT ON FUNCTION dg.stats_reset() IS 'Zeroes dg.stats (superuser only unless 
 
 CREATE VIEW dg.stats AS
 SELECT c.committed_2pc, c.committed_1pc, c.aborted, c.finish_failures, c.finish_failures_unreachable,
-       c.resolver_commits, c.resolver_aborts, c.remote_requests, c.deadlocks, c.in_doubt,
+       c.resolver_commits, c.resolver_aborts, c.remote_requests, c.deadlocks, c.lost_commits, c.in_doubt,
        now() - to_timestamp(c.oldest_in_doubt_us / 1000000.0) AS oldest_in_doubt_age,
        max(calls) FILTER (WHERE step = 'statement') AS statement_calls,
        round(max(total_us) FILTER (WHERE step = 'statement') / 1000.0, 3) AS statement_total_ms,
@@ -228,7 +269,7 @@ SELECT c.committed_2pc, c.committed_1pc, c.aborted, c.finish_failures, c.finish_
        round(max(total_us) FILTER (WHERE step = 'resolve') / nullif(max(calls) FILTER (WHERE step = 'resolve'), 0) / 1000.0, 3) AS resolve_mean_ms
 FROM dg.stats_counters() c, dg.stats_steps() s
 GROUP BY c.committed_2pc, c.committed_1pc, c.aborted, c.finish_failures, c.finish_failures_unreachable,
-         c.resolver_commits, c.resolver_aborts, c.remote_requests, c.deadlocks, c.in_doubt,
+         c.resolver_commits, c.resolver_aborts, c.remote_requests, c.deadlocks, c.lost_commits, c.in_doubt,
          c.oldest_in_doubt_us;
 GRANT SELECT ON dg.stats TO PUBLIC;
 COMMENT ON VIEW dg.stats IS 'Distributed transactions of this server since it started or dg.stats_reset() (all databases).';
@@ -244,6 +285,8 @@ COMMENT ON COLUMN dg.stats.remote_requests IS
     'Requests sent to peers, counted when each DT ends: one per statement, or per pipeline (BEGIN goes with the first statement), per peer.';
 COMMENT ON COLUMN dg.stats.deadlocks IS
     'Distributed deadlocks broken by failing one of this server''s DTs with SQLSTATE 40P01 (see dg.deadlock_check_interval).';
+COMMENT ON COLUMN dg.stats.lost_commits IS
+    'Participants of committed DTs whose node lost them, found by the resolver since start or reset (each stays in dg.lost_commits).';
 COMMENT ON COLUMN dg.stats.in_doubt IS
     'dg prepared transactions the last resolver pass of each database left prepared (still committing, or not finishable yet).';
 COMMENT ON COLUMN dg.stats.oldest_in_doubt_age IS 'How long ago the oldest of them was prepared; NULL with none.';

@@ -12,8 +12,23 @@ thread_local! {
 
 thread_local! {
     /// The decision INSERT, planned once per backend: it runs in every
-    /// two-phase commit. The plan cache replans it if the table changes.
-    static RECORD_DECISION: RefCell<Option<OwnedPreparedStatement>> = const { RefCell::new(None) };
+    /// two-phase commit. The plan cache replans it if the table changes;
+    /// the flag says whether it writes the remote xids.
+    static RECORD_DECISION: RefCell<Option<(bool, OwnedPreparedStatement)>> = const { RefCell::new(None) };
+}
+
+/// Does `dg.decisions` keep remote xids (0.2.0 on)? A new library runs
+/// with the old catalog between its install and `ALTER EXTENSION dg
+/// UPDATE`, and DTs must commit meanwhile. Two syscache lookups.
+fn decisions_keep_xids() -> bool {
+    // SAFETY: catalog lookups by name; missing ones give InvalidOid or
+    // InvalidAttrNumber.
+    unsafe {
+        let ns = pg_sys::get_namespace_oid(c"dg".as_ptr(), true);
+        let rel = pg_sys::get_relname_relid(c"decisions".as_ptr(), ns);
+        rel != pg_sys::InvalidOid
+            && pg_sys::get_attnum(rel, c"remote_xids".as_ptr()) as u32 != pg_sys::InvalidAttrNumber
+    }
 }
 
 /// The first column of the first row of a read-only query, read with the
@@ -116,27 +131,49 @@ pub fn coordinator_id() -> String {
     id
 }
 
+/// `{a,b,NULL}`: a one-dimensional array literal of numbers.
+fn array_literal(values: impl Iterator<Item = Option<u64>>) -> String {
+    let items: Vec<String> = values
+        .map(|v| v.map_or_else(|| "NULL".to_string(), |v| v.to_string()))
+        .collect();
+    format!("{{{}}}", items.join(","))
+}
+
 /// Records the commit decision of local transaction `xid` in the current
 /// transaction, and forces that commit to be flushed: the decision must be
-/// durable even under `synchronous_commit = off`.
-pub fn record_decision(xid: u64, dt_id: &str) {
+/// durable even under `synchronous_commit = off`. `prepared` holds each
+/// prepared participant's user mapping and remote xid (None if the peer
+/// did not say), for the lost-commit check.
+pub fn record_decision(xid: u64, dt_id: &str, prepared: &[(u32, Option<u64>)]) {
+    let mappings = array_literal(prepared.iter().map(|(m, _)| Some(u64::from(*m))));
+    let remote_xids = array_literal(prepared.iter().map(|(_, x)| *x));
+    let with_xids = decisions_keep_xids();
     as_owner(|| {
         Spi::connect_mut(|client| {
             RECORD_DECISION.with(|plan| {
                 let mut plan = plan.borrow_mut();
-                if plan.is_none() {
-                    let types = [PgBuiltInOids::INT8OID.oid(), PgBuiltInOids::TEXTOID.oid()];
-                    *plan = Some(
-                        client
-                            .prepare_mut(
-                                "INSERT INTO dg.decisions (xid, dt_id) VALUES ($1, $2)",
-                                &types,
-                            )?
-                            .keep(),
-                    );
+                if plan.as_ref().is_none_or(|(w, _)| *w != with_xids) {
+                    let text = PgBuiltInOids::TEXTOID.oid();
+                    let (sql, types) = if with_xids {
+                        (
+                            "INSERT INTO dg.decisions (xid, dt_id, mappings, remote_xids) \
+                             VALUES ($1, $2, $3::oid[], $4::xid8[])",
+                            vec![PgBuiltInOids::INT8OID.oid(), text, text, text],
+                        )
+                    } else {
+                        (
+                            "INSERT INTO dg.decisions (xid, dt_id) VALUES ($1, $2)",
+                            vec![PgBuiltInOids::INT8OID.oid(), text],
+                        )
+                    };
+                    *plan = Some((with_xids, client.prepare_mut(sql, &types)?.keep()));
                 }
-                let plan = plan.as_ref().expect("planned above");
-                client.update(plan, None, &[(xid as i64).into(), dt_id.into()])?;
+                let (_, plan) = plan.as_ref().expect("planned above");
+                let mut args = vec![(xid as i64).into(), dt_id.into()];
+                if with_xids {
+                    args.extend([mappings.as_str().into(), remote_xids.as_str().into()]);
+                }
+                client.update(plan, None, &args)?;
                 Ok::<_, pgrx::spi::SpiError>(())
             })
         })
@@ -172,23 +209,132 @@ pub fn xid_horizon() -> u64 {
     .unwrap_or(0) as u64
 }
 
-/// Deletes the decisions of transactions older than `horizon`, except
-/// those of `keep` (whose prepared transactions are not finished yet).
-/// Returns how many went.
-pub fn forget_decisions(horizon: u64, keep: &[u64]) -> usize {
+/// A decision the resolver may forget, with what it needs to check that
+/// every participant really committed.
+pub struct Decision {
+    pub xid: u64,
+    pub dt_id: String,
+    pub decided_at: String,
+    /// (user mapping, remote xid) of each prepared participant; empty for
+    /// decisions written before dg kept them (0.1.0), which cannot be
+    /// checked.
+    pub prepared: Vec<(u32, Option<u64>)>,
+}
+
+/// The decisions of transactions older than `horizon`, except those of
+/// `keep` (whose prepared transactions are not finished yet).
+pub fn forgettable_decisions(horizon: u64, keep: &[u64]) -> Vec<Decision> {
     let keep: Vec<i64> = keep.iter().map(|x| *x as i64).collect();
-    as_owner(|| {
-        Spi::connect_mut(|client| {
+    let sql = if decisions_keep_xids() {
+        "SELECT d.xid, d.dt_id, d.decided_at::text, p.mapping::int8, p.remote_xid::text::int8 \
+         FROM dg.decisions d \
+         LEFT JOIN LATERAL unnest(d.mappings, d.remote_xids) AS p(mapping, remote_xid) ON true \
+         WHERE d.xid < $1 AND d.xid <> ALL ($2) \
+         ORDER BY d.xid"
+    } else {
+        // The catalog of 0.1.0, not updated yet: nothing to check.
+        "SELECT xid, dt_id, decided_at::text, NULL::int8, NULL::int8 \
+         FROM dg.decisions WHERE xid < $1 AND xid <> ALL ($2)"
+    };
+    let rows = as_owner(|| {
+        Spi::connect(|client| {
             client
-                .update(
-                    "DELETE FROM dg.decisions WHERE xid < $1 AND xid <> ALL ($2)",
-                    None,
-                    &[(horizon as i64).into(), keep.into()],
-                )
-                .map(|deleted| deleted.len())
+                .select(sql, None, &[(horizon as i64).into(), keep.into()])?
+                .map(|r| {
+                    Ok((
+                        r.get::<i64>(1)?.unwrap_or(0) as u64,
+                        r.get::<String>(2)?.unwrap_or_default(),
+                        r.get::<String>(3)?.unwrap_or_default(),
+                        r.get::<i64>(4)?,
+                        r.get::<i64>(5)?,
+                    ))
+                })
+                .collect::<pgrx::spi::Result<Vec<_>>>()
         })
     })
-    .unwrap_or_else(|e| pgrx::error!("could not forget finished decisions: {e}"))
+    .unwrap_or_else(|e| pgrx::error!("could not read finished decisions: {e}"));
+    let mut decisions: Vec<Decision> = Vec::new();
+    for (xid, dt_id, decided_at, mapping, remote_xid) in rows {
+        if decisions.last().is_none_or(|d| d.xid != xid) {
+            decisions.push(Decision {
+                xid,
+                dt_id,
+                decided_at,
+                prepared: Vec::new(),
+            });
+        }
+        if let (Some(d), Some(m)) = (decisions.last_mut(), mapping) {
+            d.prepared.push((m as u32, remote_xid.map(|x| x as u64)));
+        }
+    }
+    decisions
+}
+
+/// Deletes the decisions of local transactions `xids`. Returns how many
+/// went. Runs even with none to delete: the faults tests show that
+/// without this write statement in every pass, the xid of a DT whose
+/// backend died before any WAL of it was flushed stays "in progress" to
+/// the next passes (it is past the last completed xid after crash
+/// recovery), and its prepared transactions wait for some other local
+/// transaction to end.
+pub fn forget_decisions(xids: &[u64]) -> usize {
+    let xids: Vec<i64> = xids.iter().map(|x| *x as i64).collect();
+    write(
+        "DELETE FROM dg.decisions WHERE xid = ANY ($1)",
+        vec![xids.into()],
+        "forget finished decisions",
+    )
+}
+
+/// Runs the data-changing `sql` as the owner; returns the rows it
+/// changed. An error is raised saying what could not be done.
+fn write(sql: &str, args: Vec<pgrx::datum::DatumWithOid>, what: &str) -> usize {
+    as_owner(|| Spi::connect_mut(|client| client.update(sql, None, &args).map(|t| t.len())))
+        .unwrap_or_else(|e| pgrx::error!("could not {what}: {e}"))
+}
+
+/// A participant of a committed DT whose node no longer has its writes.
+pub struct LostCommit<'a> {
+    pub node: &'a str,
+    pub gid: &'a str,
+    pub remote_xid: u64,
+    /// What the node said of the remote xid (`recovery::decide::Lost`).
+    pub remote_status: &'static str,
+    pub decision: &'a Decision,
+}
+
+/// Records a lost commit in `dg.lost_commits`, where it stays until a
+/// superuser acknowledges it. False if it was recorded already (by a
+/// concurrent pass).
+pub fn record_lost_commit(lost: &LostCommit) -> bool {
+    let remote_xid = lost.remote_xid.to_string();
+    let inserted = write(
+        "INSERT INTO dg.lost_commits \
+             (gid, node, remote_xid, remote_status, dt_id, xid, decided_at) \
+         VALUES ($1, $2, $3::xid8, $4, $5, $6, $7::timestamptz) \
+         ON CONFLICT (gid) DO NOTHING",
+        vec![
+            lost.gid.into(),
+            lost.node.into(),
+            remote_xid.as_str().into(),
+            lost.remote_status.into(),
+            lost.decision.dt_id.as_str().into(),
+            (lost.decision.xid as i64).into(),
+            lost.decision.decided_at.as_str().into(),
+        ],
+        "record a lost commit",
+    );
+    inserted == 1
+}
+
+/// `dg.acknowledge_lost_commits(gid)`: forgets the alarm of `gid`, or of
+/// every lost commit when None. Returns how many went.
+pub fn acknowledge_lost_commits(gid: Option<&str>) -> i64 {
+    write(
+        "DELETE FROM dg.lost_commits WHERE $1::text IS NULL OR gid = $1",
+        vec![gid.into()],
+        "acknowledge lost commits",
+    ) as i64
 }
 
 /// VACUUM dg.decisions, so the space of forgotten decisions is reused

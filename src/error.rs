@@ -69,6 +69,9 @@ pub enum DgError {
     MappingGone(u32),
     /// Cannot happen unless dg has a bug.
     Internal(String),
+    /// A node lost its part of a committed DT; logged, never raised
+    /// (src/README.md, "Lost commits").
+    LostCommit(Box<Lost>),
     /// A finish or rollback that failed after the decision; a WARNING.
     Unfinished {
         node: String,
@@ -77,6 +80,18 @@ pub enum DgError {
         /// The cause's detail.
         detail: Option<String>,
     },
+}
+
+/// What the lost-commit alarm names.
+#[derive(Debug, Clone)]
+pub struct Lost {
+    pub node: String,
+    pub gid: String,
+    pub remote_xid: u64,
+    pub remote_status: &'static str,
+    pub dt_id: String,
+    pub xid: u64,
+    pub decided_at: String,
 }
 
 /// An error reported by a peer, as its server sent it.
@@ -191,6 +206,7 @@ impl DgError {
             MappingGone(_) => ERRCODE_UNDEFINED_OBJECT,
             Internal(_) => ERRCODE_INTERNAL_ERROR,
             Unfinished { .. } => ERRCODE_WARNING,
+            LostCommit(_) => ERRCODE_DATA_CORRUPTED,
         }
     }
 
@@ -252,6 +268,10 @@ impl DgError {
                 cause,
                 ..
             } => format!("could not {action} the prepared transaction on node \"{node}\": {cause}"),
+            LostCommit(l) => format!(
+                "dg: lost commit on node \"{}\": prepared transaction \"{}\" (remote xid {}) is gone and did not commit",
+                l.node, l.gid, l.remote_xid
+            ),
         }
     }
 
@@ -263,6 +283,12 @@ impl DgError {
                 Some(message.clone()).filter(|m| !m.is_empty())
             }
             DgError::Unfinished { detail, .. } => detail.clone(),
+            DgError::LostCommit(l) => Some(format!(
+                "Distributed transaction {} committed (local transaction {}, decided at {}), \
+                 but the node reports its remote transaction {} as {}: \
+                 the writes it made there are not on the node.",
+                l.dt_id, l.xid, l.decided_at, l.remote_xid, l.remote_status
+            )),
             DgError::PasswordNotUsed(_) => Some(
                 "A non-superuser may only use a node whose server authenticates with the \
                  password from the user mapping."
@@ -304,6 +330,11 @@ impl DgError {
             Unfinished { .. } => {
                 Some("The dg resolver finishes it once the node can be reached.".into())
             }
+            LostCommit(l) => Some(format!(
+                "Redo those writes on node \"{}\" (from the application's records, or the node's old primary), \
+                 then call dg.acknowledge_lost_commits(); dg.lost_commits lists every lost commit (README, \"Lost commits\").",
+                l.node
+            )),
             OnStandby(_) => Some(
                 "Run it on the primary: a standby sees the primary's transactions late, and \
                  could roll back one that is committing."

@@ -30,6 +30,8 @@ pub enum Event {
     ResolverAbort,
     /// A distributed deadlock broken by failing one of this server's DTs.
     Deadlock,
+    /// A node lost its part of a committed DT (the resolver found it).
+    LostCommit,
 }
 
 /// The timed steps.
@@ -83,6 +85,7 @@ pub struct Counters {
     resolver_aborts: AtomicU64,
     remote_requests: AtomicU64,
     deadlocks: AtomicU64,
+    lost_commits: AtomicU64,
     steps: [Timing; STEPS],
     in_doubt: [InDoubt; DATABASES],
 }
@@ -145,6 +148,7 @@ pub fn count(e: Event) {
         Event::ResolverCommit => &c.resolver_commits,
         Event::ResolverAbort => &c.resolver_aborts,
         Event::Deadlock => &c.deadlocks,
+        Event::LostCommit => &c.lost_commits,
     };
     field.fetch_add(1, Relaxed);
 }
@@ -193,6 +197,7 @@ pub fn reset() {
         &c.resolver_aborts,
         &c.remote_requests,
         &c.deadlocks,
+        &c.lost_commits,
     ] {
         a.store(0, Relaxed);
     }
@@ -224,6 +229,7 @@ pub struct Snapshot {
     pub resolver_aborts: u64,
     pub remote_requests: u64,
     pub deadlocks: u64,
+    pub lost_commits: u64,
     /// In `Step` order.
     pub steps: [StepTimes; STEPS],
     pub in_doubt: u64,
@@ -270,6 +276,7 @@ pub fn snapshot() -> Snapshot {
         resolver_aborts: c.resolver_aborts.load(Relaxed),
         remote_requests: c.remote_requests.load(Relaxed),
         deadlocks: c.deadlocks.load(Relaxed),
+        lost_commits: c.lost_commits.load(Relaxed),
         steps,
         in_doubt: count,
         oldest_in_doubt: oldest,

@@ -2,6 +2,8 @@
 //! and `dg.recover()`.
 
 use super::guards::{check_recovery_caller, refuse_in_parallel_mode};
+use crate::catalog;
+use crate::error::DgError;
 use crate::gid::Gid;
 use crate::recovery::pass;
 use crate::remote::cache;
@@ -128,6 +130,7 @@ fn stats_counters() -> TableIterator<
         name!(resolver_aborts, i64),
         name!(remote_requests, i64),
         name!(deadlocks, i64),
+        name!(lost_commits, i64),
         name!(in_doubt, i64),
         name!(oldest_in_doubt_us, Option<i64>),
     ),
@@ -144,6 +147,7 @@ fn stats_counters() -> TableIterator<
         n(c.resolver_aborts),
         n(c.remote_requests),
         n(c.deadlocks),
+        n(c.lost_commits),
         n(c.in_doubt),
         c.oldest_in_doubt,
     ))
@@ -178,4 +182,17 @@ fn stats_steps() -> TableIterator<
 #[pg_extern(sql = false)]
 fn stats_reset() {
     stats::reset();
+}
+
+/// `dg.acknowledge_lost_commits(gid)`: a superuser has dealt with the lost
+/// commit `gid` (every one when NULL); its row leaves `dg.lost_commits`.
+/// Returns how many went. EXECUTE is revoked from PUBLIC, and a grant
+/// does not let a non-superuser silence the alarm either.
+#[pg_extern(sql = false)]
+fn acknowledge_lost_commits(gid: Option<&str>) -> i64 {
+    // SAFETY: plain catalog lookup of the current user.
+    if !unsafe { pg_sys::superuser() } {
+        DgError::SuperuserOnly("dg.acknowledge_lost_commits()").raise()
+    }
+    catalog::acknowledge_lost_commits(gid)
 }

@@ -6,9 +6,9 @@
 //! never rolled back (the argument, step by step: src/README.md,
 //! "Recovery").
 
-use super::decide::{decide, Action};
-use crate::catalog;
-use crate::error::{DgError, DgResult};
+use super::decide::{decide, lost, Action};
+use crate::catalog::{self, LostCommit};
+use crate::error::{DgError, DgResult, Lost};
 use crate::faults::{self, Point};
 use crate::fdw;
 use crate::gid::Gid;
@@ -17,7 +17,7 @@ use crate::remote::target::Target;
 use crate::remote::wait::WaitEvent;
 use crate::stats::{self, Event, Step};
 use pgrx::pg_sys;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 const LIST_SQL: &str = "SELECT gid, prepared::pg_catalog.text, \
@@ -25,6 +25,14 @@ const LIST_SQL: &str = "SELECT gid, prepared::pg_catalog.text, \
      FROM pg_catalog.pg_prepared_xacts \
      WHERE database = pg_catalog.current_database() AND pg_catalog.starts_with(gid, $1) \
      ORDER BY prepared, gid";
+
+/// How a node sees each remote xid asked about (`decide::lost` reads the
+/// answer). An xid at or past the node's next one is `future`: asking
+/// `pg_xact_status()` about it would be an error for the whole query.
+const STATUS_SQL: &str = "SELECT x::pg_catalog.text, \
+     CASE WHEN x >= pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot()) \
+          THEN 'future' ELSE pg_catalog.pg_xact_status(x) END \
+     FROM pg_catalog.unnest($1::pg_catalog.xid8[]) AS x";
 
 /// One prepared transaction found on a node.
 pub struct InDoubt {
@@ -196,11 +204,130 @@ pub fn pass() -> (Vec<Resolution>, usize) {
     let database = unsafe { pg_sys::MyDatabaseId }.to_u32();
     stats::set_in_doubt(database, still_prepared.len() as u64, oldest);
     let forgotten = if complete {
-        catalog::forget_decisions(horizon, &still_prepared)
+        forget(horizon, &still_prepared)
     } else {
         0
     };
     (report, forgotten)
+}
+
+/// Forgets the decisions nobody needs any more, after checking that each
+/// of their participants committed: a prepared transaction that is gone
+/// was finished by someone, or lost by its node (a failover to a standby
+/// that never received the PREPARE, a ROLLBACK PREPARED behind dg's back),
+/// and only the node's word on the remote xid tells which. A lost one is
+/// recorded in `dg.lost_commits` in the same transaction that deletes
+/// its decision, so the alarm never goes without the decision going too.
+/// A decision whose node cannot be asked now stays for the next pass.
+fn forget(horizon: u64, still_prepared: &[u64]) -> usize {
+    let decisions = catalog::forgettable_decisions(horizon, still_prepared);
+    let coordinator = catalog::coordinator_id();
+    // SAFETY: reads the backend's database oid.
+    let database = unsafe { pg_sys::MyDatabaseId }.to_u32();
+    // Each mapping's node, and each node's remote xids to ask about.
+    let mut nodes: HashMap<u32, Option<String>> = HashMap::new();
+    let mut asked: HashMap<String, Vec<u64>> = HashMap::new();
+    for d in &decisions {
+        for (mapping, remote_xid) in &d.prepared {
+            let node = nodes
+                .entry(*mapping)
+                .or_insert_with(|| {
+                    fdw::lookup_mapping(pg_sys::Oid::from(*mapping))
+                        .map(|t| t.node)
+                        .ok()
+                })
+                .clone();
+            if let (Some(node), Some(x)) = (node, remote_xid) {
+                asked.entry(node).or_default().push(*x);
+            }
+        }
+    }
+    // node -> remote xid -> status; a node that did not answer is absent.
+    let mut answers: HashMap<String, HashMap<u64, Option<String>>> = HashMap::new();
+    for (node, xids) in asked {
+        match statuses(&node, &xids) {
+            Ok(s) => {
+                answers.insert(node, s);
+            }
+            Err(e) => e.report_below_error(
+                pgrx::PgLogLevel::WARNING,
+                Some(&format!(
+                    "dg: cannot ask node \"{node}\" whether committed transactions committed there; their decisions stay"
+                )),
+            ),
+        }
+    }
+    let mut forget = Vec::new();
+    'decisions: for d in &decisions {
+        let mut lost_here = Vec::new();
+        for (mapping, remote_xid) in &d.prepared {
+            // A mapping dropped since, or a peer that did not say its
+            // xid: nothing to ask, as before dg kept xids.
+            let (Some(node), Some(x)) = (nodes.get(mapping).cloned().flatten(), remote_xid) else {
+                continue;
+            };
+            let Some(status) = answers.get(&node).map(|a| a.get(x).cloned().flatten()) else {
+                continue 'decisions;
+            };
+            if let Some(status) = lost(status.as_deref()) {
+                lost_here.push((node, *mapping, *x, status));
+            }
+        }
+        for (node, mapping, remote_xid, status) in lost_here {
+            let gid = Gid {
+                coordinator: coordinator.clone(),
+                database,
+                xid: d.xid,
+                mapping,
+            }
+            .to_string();
+            alarm(&LostCommit {
+                node: &node,
+                gid: &gid,
+                remote_xid,
+                remote_status: status,
+                decision: d,
+            });
+        }
+        forget.push(d.xid);
+    }
+    catalog::forget_decisions(&forget)
+}
+
+/// The status of each of `xids` on `node`, as `decide::lost` reads it.
+fn statuses(node: &str, xids: &[u64]) -> DgResult<HashMap<u64, Option<String>>> {
+    let list: Vec<String> = xids.iter().map(u64::to_string).collect();
+    let tuples = cache::exec_once(
+        &fdw::worker_target(node)?,
+        STATUS_SQL,
+        Some(&[Some(format!("{{{}}}", list.join(",")))]),
+        WaitEvent::Resolver,
+    )?
+    .tuples;
+    Ok(tuples.map_or_else(HashMap::new, |t| {
+        (0..t.ntuples())
+            .filter_map(|r| Some((t.text(r, 0)?.parse().ok()?, t.text(r, 1))))
+            .collect()
+    }))
+}
+
+/// Raises the lost-commit alarm once: the record, the counter and a LOG
+/// line (a pass that races another records nothing twice).
+fn alarm(lost: &LostCommit) {
+    if !catalog::record_lost_commit(lost) {
+        return;
+    }
+    stats::count(Event::LostCommit);
+    DgError::LostCommit(Box::new(Lost {
+        node: lost.node.to_string(),
+        gid: lost.gid.to_string(),
+        remote_xid: lost.remote_xid,
+        remote_status: lost.remote_status,
+        dt_id: lost.decision.dt_id.clone(),
+        xid: lost.decision.xid,
+        decided_at: lost.decision.decided_at.clone(),
+    }))
+    .report_below_error(pgrx::PgLogLevel::LOG, None);
 }
 
 /// Commits or rolls back `gid` with the credentials that prepared it.

@@ -96,7 +96,8 @@ const SESSION_SETUP: &str =
     "SET DateStyle = ISO; SET IntervalStyle = postgres; SET extra_float_digits = 3";
 
 impl Connection {
-    /// Opens a connection for `target`, bounded by `dg.connect_timeout` and
+    /// Opens a connection for `target`, bounded by `dg.connect_timeout` or
+    /// the node's `connect_timeout` option, whichever is shorter, and
     /// interruptible. Enforces the password rule for non-superusers and sets
     /// the session so values come back in formats local input functions read.
     pub fn open(target: &Target) -> DgResult<Connection> {
@@ -106,7 +107,13 @@ impl Connection {
             message,
         };
         let conn = PgConn::start(&target.options).map_err(connect_error)?;
-        let deadline = deadline_after(gucs::connect_timeout());
+        // The tighter of dg.connect_timeout and the node's own option.
+        let (limit, bound_by) = match (gucs::connect_timeout(), target.connect_timeout()) {
+            (Some(g), Some(o)) if o < g => (Some(o), "the node's connect_timeout"),
+            (None, Some(o)) => (Some(o), "the node's connect_timeout"),
+            (g, _) => (g, "dg.connect_timeout"),
+        };
+        let deadline = deadline_after(limit);
         loop {
             let want = match conn.poll() {
                 Poll::Ok => break,
@@ -116,7 +123,7 @@ impl Connection {
             };
             if !wait_socket(conn.socket(), want, deadline, WaitEvent::Connect) {
                 // Unreachable, like a refused connection: 08001, not a cancel.
-                return Err(connect_error("no answer within dg.connect_timeout".into()));
+                return Err(connect_error(format!("no answer within {bound_by}")));
             }
         }
         let used_password = conn.used_password();
@@ -204,11 +211,11 @@ impl Connection {
         })
     }
 
-    /// Sends dg's own `sql` (one statement, no parameters) behind what
-    /// `dg.dist_send` queued, in the same pipeline, and syncs it: one
-    /// round trip for all of them (PREPARE TRANSACTION rides there). With
-    /// nothing queued, as `send`. Skipped if a send before it failed
-    /// (`Outcome::skipped`).
+    /// Sends dg's own `sql` (statements joined by "; ", no parameters, no
+    /// literal containing "; ") behind what `dg.dist_send` queued, in the
+    /// same pipeline, and syncs it: one round trip for all of them
+    /// (PREPARE TRANSACTION rides there). With nothing queued, as `send`.
+    /// Skipped if a send before it failed (`Outcome::skipped`).
     pub fn send_behind_sends(
         &mut self,
         sql: &str,
@@ -218,8 +225,11 @@ impl Connection {
         if !self.unsynced {
             return self.send(sql, None, deadline, event);
         }
-        self.queue_and_flush(&[], Role::Own, true, (deadline, event), |c| {
-            c.send_query_params(sql, &[])
+        // A pipeline takes one statement per entry (extended protocol).
+        let mut stmts: Vec<String> = sql.split("; ").map(str::to_string).collect();
+        let last = stmts.pop().unwrap_or_default();
+        self.queue_and_flush(&stmts, Role::Own, true, (deadline, event), |c| {
+            c.send_query_params(&last, &[])
         })
     }
 
@@ -395,6 +405,10 @@ impl Connection {
                             Some(_) => {}
                             None => outcome.tuples = Some(res),
                         }
+                    } else if matches!(q.role, Role::Own) && on_tuples.is_none() {
+                        // dg's own query ahead of its command in one
+                        // pipeline (the remote xid before PREPARE).
+                        outcome.tuples = Some(res);
                     }
                 }
                 ResultKind::Command => {

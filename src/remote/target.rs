@@ -5,6 +5,7 @@
 //! error is built from it.
 
 use pgrx::pg_sys::Oid;
+use std::time::Duration;
 
 pub struct Target {
     /// The node (foreign server) name, for messages.
@@ -23,4 +24,43 @@ pub struct Target {
     pub password_required: bool,
     /// libpq keywords and values, complete.
     pub options: Vec<(String, String)>,
+}
+
+impl Target {
+    /// The node's own `connect_timeout` option, read as libpq reads it
+    /// (whole seconds; 0, negative or absent is no limit; under 2 is 2).
+    /// libpq enforces it only in its blocking connect, and dg connects
+    /// without blocking, so `Connection::open` applies it.
+    pub fn connect_timeout(&self) -> Option<Duration> {
+        option_timeout(&self.options)
+    }
+}
+
+fn option_timeout(options: &[(String, String)]) -> Option<Duration> {
+    let (_, value) = options.iter().rev().find(|(k, _)| k == "connect_timeout")?;
+    let secs: i64 = value.trim().parse().ok()?;
+    (secs > 0).then(|| Duration::from_secs(secs.max(2) as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timeout(v: &str) -> Option<Duration> {
+        option_timeout(&[
+            ("host".into(), "h".into()),
+            ("connect_timeout".into(), v.into()),
+        ])
+    }
+
+    #[test]
+    fn connect_timeout_as_libpq_reads_it() {
+        assert_eq!(timeout("5"), Some(Duration::from_secs(5)));
+        assert_eq!(timeout(" 7 "), Some(Duration::from_secs(7)));
+        assert_eq!(timeout("1"), Some(Duration::from_secs(2)));
+        assert_eq!(timeout("0"), None);
+        assert_eq!(timeout("-3"), None);
+        assert_eq!(timeout("soon"), None);
+        assert_eq!(option_timeout(&[("host".into(), "h".into())]), None);
+    }
 }

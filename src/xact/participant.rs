@@ -23,6 +23,11 @@ pub struct Participant {
     /// until a rollback to a savepoint before that send. What dg sends it
     /// meanwhile fails too, and the failed send is the error to raise.
     pub(super) failed_send: bool,
+    /// The peer's id of the remote transaction, learned with its PREPARE:
+    /// kept with the decision, so a finisher that finds the prepared
+    /// transaction gone can ask whether it committed (src/README.md,
+    /// "Lost commits").
+    pub(super) remote_xid: Option<u64>,
 }
 
 pub(super) fn savepoint(level: i32) -> String {
@@ -43,6 +48,7 @@ impl Participant {
             work: Work::Read,
             gid: None,
             failed_send: false,
+            remote_xid: None,
         }
     }
 

@@ -34,6 +34,11 @@ pub use postgres;
 
 pub mod proxy;
 
+/// How dg's PREPARE request to a peer starts: the remote xid is asked in
+/// the same request (src/README.md, "Lost commits"). The network tests
+/// cut links at it.
+pub const PREPARE: &str = "SELECT pg_catalog.pg_current_xact_id(); PREPARE TRANSACTION";
+
 /// One PostgreSQL installation, as its `pg_config` reports it.
 #[derive(Debug)]
 pub struct Pg {

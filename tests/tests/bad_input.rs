@@ -197,6 +197,39 @@ fn fake_server(fake: Fake) -> u16 {
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// A node's own `connect_timeout` option bounds the connect when it is
+/// shorter than `dg.connect_timeout` (libpq enforces it only when it
+/// blocks, and dg never does): `dg.check_node()` on a silent port answers
+/// in about 2 s, not 30.
+#[test]
+fn check_node_honours_the_nodes_connect_timeout() {
+    let db = bank("option_timeout");
+    let mut c = db.coord();
+    let port = fake_server(Fake::Silent);
+    c.batch_execute(&format!(
+        "CREATE SERVER silent_2s FOREIGN DATA WRAPPER dg
+             OPTIONS (host '127.0.0.1', port '{port}', dbname 'x', connect_timeout '2');
+         CREATE USER MAPPING FOR PUBLIC SERVER silent_2s OPTIONS (user 'postgres');
+         SET dg.connect_timeout = '30s'"
+    ))
+    .unwrap();
+    let started = Instant::now();
+    let row = c
+        .query_one(
+            "SELECT ok, detail FROM dg.check_node('silent_2s') WHERE \"check\" = 'connect'",
+            &[],
+        )
+        .unwrap();
+    let took = started.elapsed();
+    let (ok, detail): (Option<bool>, String) = (row.get(0), row.get(1));
+    assert_eq!(ok, Some(false), "{detail}");
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(4),
+        "took {took:?}"
+    );
+    assert!(detail.contains("the node's connect_timeout"), "{detail}");
+}
+
 #[test]
 fn unreachable_peers_fail_within_connect_timeout() {
     let db = bank("unreachable");

@@ -164,7 +164,7 @@ const FAULTS: [(Fault, u64); 7] = [
 const CUT_AT: [&str; 6] = [
     "BEGIN",
     "WITH m",
-    "PREPARE TRANSACTION",
+    dg_tests::PREPARE,
     "COMMIT PREPARED",
     "ROLLBACK",
     "SELECT",

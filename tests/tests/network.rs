@@ -108,7 +108,7 @@ const MESSAGES: [&str; 5] = [
     "SET",
     "BEGIN",
     "WITH m",
-    "PREPARE TRANSACTION",
+    dg_tests::PREPARE,
     "COMMIT PREPARED",
 ];
 
@@ -208,7 +208,7 @@ fn cut_after_any_byte_count_is_all_or_nothing() {
                 .sent(prefix, since)
                 .unwrap_or_else(|| panic!("no {prefix} over the link to peer{peer}"))
         };
-        let (prepare_at, prepare_len) = sent("PREPARE TRANSACTION", before[link]);
+        let (prepare_at, prepare_len) = sent(dg_tests::PREPARE, before[link]);
         let (decided_at, _) = sent("COMMIT PREPARED", before[link]);
         eprintln!(
             "peer{peer}: {total} bytes, PREPARE at {prepare_at}, COMMIT PREPARED at {decided_at}"
@@ -235,7 +235,7 @@ fn cut_after_any_byte_count_is_all_or_nothing() {
             // PREPARE varies (the session's pid is in its startup packet),
             // the PREPARE's own length with the GID's xid; its answer not.
             let decided = proxy
-                .sent("PREPARE TRANSACTION", base)
+                .sent(dg_tests::PREPARE, base)
                 .is_some_and(|(at, len)| {
                     n + prepare_at + prepare_len as u64 >= at + decided_at + len as u64
                 });
