@@ -168,3 +168,9 @@ CREATE FUNCTION dg.acknowledge_lost_commits(gid text DEFAULT NULL) RETURNS bigin
 REVOKE ALL ON FUNCTION dg.acknowledge_lost_commits(text) FROM PUBLIC;
 COMMENT ON FUNCTION dg.acknowledge_lost_commits(text) IS
     'Clears the lost-commit alarm of one GID, or of all when NULL, once dealt with; returns how many (superuser only).';
+
+-- dg.dist_snapshot: consistent reads across nodes (issue 14).
+CREATE FUNCTION dg.dist_snapshot(VARIADIC nodes name[] DEFAULT '{}') RETURNS TABLE (node text)
+    LANGUAGE c AS 'MODULE_PATHNAME', 'dist_snapshot_wrapper';
+COMMENT ON FUNCTION dg.dist_snapshot(name[]) IS
+    'First in a REPEATABLE READ block: starts the distributed transaction with one snapshot on each node (all usable nodes when none are named) in which every distributed transaction of this coordinator is wholly visible or not at all; returns the nodes.';

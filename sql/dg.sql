@@ -134,6 +134,11 @@ CREATE FUNCTION dg.dist_sync() RETURNS TABLE (node text, seq integer, rows bigin
 COMMENT ON FUNCTION dg.dist_sync() IS
     'Waits for every statement dist_send queued and returns, in send order, the rows each affected; raises the error of the first that failed.';
 
+CREATE FUNCTION dg.dist_snapshot(VARIADIC nodes name[] DEFAULT '{}') RETURNS TABLE (node text)
+    LANGUAGE c AS 'MODULE_PATHNAME', 'dist_snapshot_wrapper';
+COMMENT ON FUNCTION dg.dist_snapshot(name[]) IS
+    'First in a REPEATABLE READ block: starts the distributed transaction with one snapshot on each node (all usable nodes when none are named) in which every distributed transaction of this coordinator is wholly visible or not at all; returns the nodes.';
+
 CREATE FUNCTION dg.dist_commit() RETURNS void
     LANGUAGE c AS 'MODULE_PATHNAME', 'dist_commit_wrapper';
 COMMENT ON FUNCTION dg.dist_commit() IS

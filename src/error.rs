@@ -67,6 +67,27 @@ pub enum DgError {
     Unsupported(String),
     /// A user mapping named by a GID was dropped.
     MappingGone(u32),
+    /// `dg.dist_snapshot()` outside a transaction block.
+    SnapshotOutsideBlock,
+    /// `dg.dist_snapshot()` in a block below REPEATABLE READ.
+    SnapshotIsolation,
+    /// `dg.dist_snapshot()` after the DT already used a node.
+    SnapshotNotFirst,
+    /// A node that is not in the DT's consistent snapshot.
+    OutsideSnapshot(String),
+    /// A snapshot waited in vain for a DT in doubt on `node`.
+    SnapshotInDoubt {
+        node: String,
+        gid: String,
+    },
+    /// A snapshot waited in vain for the resolver to list a node once
+    /// since the server started.
+    SnapshotNotListed(String),
+    /// A snapshot waited in vain for the commits ahead of it.
+    SnapshotBusy,
+    /// A DT with local writes committed between the block's local snapshot
+    /// and its consistent snapshot on the nodes.
+    SnapshotSkew,
     /// Cannot happen unless dg has a bug.
     Internal(String),
     /// A node lost its part of a committed DT; logged, never raised
@@ -204,6 +225,16 @@ impl DgError {
             SuperuserOnly(_) => ERRCODE_INSUFFICIENT_PRIVILEGE,
             RowtypeMismatch { .. } => ERRCODE_DATATYPE_MISMATCH,
             MappingGone(_) => ERRCODE_UNDEFINED_OBJECT,
+            // As SET TRANSACTION SNAPSHOT's own checks.
+            SnapshotOutsideBlock => ERRCODE_NO_ACTIVE_SQL_TRANSACTION,
+            SnapshotIsolation => ERRCODE_FEATURE_NOT_SUPPORTED,
+            SnapshotNotFirst => ERRCODE_ACTIVE_SQL_TRANSACTION,
+            OutsideSnapshot(_) => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            // A wait that timed out, as lock_timeout's.
+            SnapshotInDoubt { .. } | SnapshotNotListed(_) | SnapshotBusy => {
+                ERRCODE_LOCK_NOT_AVAILABLE
+            }
+            SnapshotSkew => ERRCODE_T_R_SERIALIZATION_FAILURE,
             Internal(_) => ERRCODE_INTERNAL_ERROR,
             Unfinished { .. } => ERRCODE_WARNING,
             LostCommit(_) => ERRCODE_DATA_CORRUPTED,
@@ -261,6 +292,32 @@ impl DgError {
             ),
             Unsupported(what) => what.clone(),
             MappingGone(oid) => format!("user mapping {oid} no longer exists"),
+            SnapshotOutsideBlock => {
+                "dg.dist_snapshot() can only be used in transaction blocks".into()
+            }
+            SnapshotIsolation => "a consistent snapshot needs a transaction of isolation level \
+                                  REPEATABLE READ or SERIALIZABLE"
+                .into(),
+            SnapshotNotFirst => {
+                "dg.dist_snapshot() must be called before the transaction uses any node".into()
+            }
+            OutsideSnapshot(n) => {
+                format!("node \"{n}\" is not in the transaction's consistent snapshot")
+            }
+            SnapshotInDoubt { node, .. } => format!(
+                "could not take a consistent snapshot: a distributed transaction is in doubt on \
+                 node \"{node}\""
+            ),
+            SnapshotNotListed(n) => format!(
+                "could not take a consistent snapshot: the resolver has not yet checked node \
+                 \"{n}\" since the server started"
+            ),
+            SnapshotBusy => "could not take a consistent snapshot: the commits in progress did \
+                             not finish within dg.snapshot_timeout"
+                .into(),
+            SnapshotSkew => "could not serialize access: a distributed transaction committed \
+                             locally after this transaction's snapshot"
+                .into(),
             Internal(what) => format!("dg internal error: {what}"),
             Unfinished {
                 node,
@@ -288,6 +345,10 @@ impl DgError {
                  but the node reports its remote transaction {} as {}: \
                  the writes it made there are not on the node.",
                 l.dt_id, l.xid, l.decided_at, l.remote_xid, l.remote_status
+            )),
+            DgError::SnapshotInDoubt { gid, .. } => Some(format!(
+                "Prepared transaction {gid} is committed, but not yet finished there: a snapshot \
+                 now would see it on some nodes and not on others."
             )),
             DgError::PasswordNotUsed(_) => Some(
                 "A non-superuser may only use a node whose server authenticates with the \
@@ -335,6 +396,33 @@ impl DgError {
                  then call dg.acknowledge_lost_commits(); dg.lost_commits lists every lost commit (README, \"Lost commits\").",
                 l.node
             )),
+            SnapshotOutsideBlock | SnapshotIsolation => Some(
+                "Start the block with BEGIN ISOLATION LEVEL REPEATABLE READ.".into(),
+            ),
+            SnapshotNotFirst => {
+                Some("Call it first in the block, before any other dg call.".into())
+            }
+            OutsideSnapshot(_) => Some(
+                "Name every node the transaction uses in dg.dist_snapshot(), or call it without \
+                 arguments for all the nodes you may use."
+                    .into(),
+            ),
+            SnapshotInDoubt { .. } => Some(
+                "The resolver finishes it once it can reach the node (dg.in_doubt shows what is \
+                 left); retry then, or raise dg.snapshot_timeout."
+                    .into(),
+            ),
+            SnapshotNotListed(_) => Some(
+                "The resolver checks every node it can reach within dg.resolver_interval; retry \
+                 then, or raise dg.snapshot_timeout."
+                    .into(),
+            ),
+            SnapshotBusy => Some("Retry, or raise dg.snapshot_timeout.".into()),
+            SnapshotSkew => Some(
+                "Retry the transaction: its local reads would miss writes that its reads on the \
+                 nodes see."
+                    .into(),
+            ),
             OnStandby(_) => Some(
                 "Run it on the primary: a standby sees the primary's transactions late, and \
                  could roll back one that is committing."

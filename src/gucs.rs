@@ -10,6 +10,7 @@ static MAX_CACHED_CONNECTIONS: GucSetting<i32> = GucSetting::<i32>::new(64);
 static RESOLVER_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(5000);
 static RESOLVER_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
 static DEADLOCK_CHECK_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(2000);
+static SNAPSHOT_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 
 /// How long cleanup (abort, finish) may wait on a peer when no
 /// `dg.remote_statement_timeout` is set. Interrupts are held on those paths,
@@ -65,6 +66,17 @@ pub fn init() {
         &RESOLVER_ENABLED,
         GucContext::Sighup,
         GucFlags::empty(),
+    );
+    GucRegistry::define_int_guc(
+        c"dg.snapshot_timeout",
+        c"Longest wait of dg.dist_snapshot() for the commits ahead of it and for transactions in doubt.",
+        c"A snapshot that would include a distributed transaction committed on some of its nodes \
+          and not yet on others waits for the resolver to finish it, then fails with SQLSTATE 55P03.",
+        &SNAPSHOT_TIMEOUT,
+        0,
+        3_600_000,
+        GucContext::Userset,
+        GucFlags::UNIT_MS,
     );
     GucRegistry::define_int_guc(
         c"dg.deadlock_check_interval",
@@ -133,4 +145,9 @@ pub fn deadlock_check_interval() -> Option<Duration> {
         ms if ms > 0 => Some(Duration::from_millis(ms as u64)),
         _ => None,
     }
+}
+
+/// `dg.snapshot_timeout`.
+pub fn snapshot_timeout() -> Duration {
+    Duration::from_millis(SNAPSHOT_TIMEOUT.get().max(0) as u64)
 }

@@ -13,6 +13,8 @@ mod deadlock;
 mod error;
 mod faults;
 mod fdw;
+mod fence;
+mod fence_queue;
 mod gid;
 mod gucs;
 mod recovery;
@@ -46,6 +48,7 @@ pub extern "C-unwind" fn _PG_init() {
     faults::init();
     stats::init();
     registry::init();
+    fence::init();
     wakeup::init();
     remote::cache::init();
     xact::callbacks::init();

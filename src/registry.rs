@@ -21,7 +21,7 @@ use std::cell::Cell;
 
 /// Backends (by `my_procno`) that can take part in detection; one past
 /// this runs DTs that are never chosen as victims.
-const SLOTS: usize = 1024;
+pub const SLOTS: usize = 1024;
 /// Databases with a detector at once.
 const DETECTORS: usize = 32;
 /// Cancellations waiting to be picked up.
@@ -124,13 +124,13 @@ pub fn init() {
 /// This backend's number among the PGPROCs: a field of PGPROC before 17,
 /// a global of its own (`MyProcNumber`) since.
 #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15", feature = "pg16"))]
-fn my_procno() -> usize {
+pub fn my_procno() -> usize {
     // SAFETY: MyProc is set for every backend that runs SQL.
     unsafe { (*pg_sys::MyProc).pgprocno as usize }
 }
 
 #[cfg(any(feature = "pg17", feature = "pg18"))]
-fn my_procno() -> usize {
+pub fn my_procno() -> usize {
     // SAFETY: reads a global set once at backend start.
     unsafe { pg_sys::MyProcNumber as usize }
 }

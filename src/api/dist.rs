@@ -57,6 +57,18 @@ fn dist_sync() -> TableIterator<'static, (name!(node, String), name!(seq, i32), 
 }
 
 #[pg_extern(sql = false)]
+fn dist_snapshot(
+    nodes: Option<Array<'_, &CStr>>,
+) -> TableIterator<'static, (name!(node, String),)> {
+    refuse_in_parallel_mode("dg.dist_snapshot()");
+    let nodes: Vec<String> = nodes
+        .map(|a| a.iter().map(|n| node_name(n)).collect())
+        .unwrap_or_default();
+    let taken = ok(session::snapshot(nodes));
+    TableIterator::new(taken.into_iter().map(|n| (n,)))
+}
+
+#[pg_extern(sql = false)]
 fn dist_commit() {
     refuse_in_parallel_mode("dg.dist_commit()");
     ok(session::commit())

@@ -108,7 +108,7 @@ fn in_doubt_transactions() -> TableIterator<
     check_recovery_caller("dg.in_doubt_transactions()");
     TableIterator::new(
         pass::scan()
-            .0
+            .found
             .into_iter()
             .map(|t| (t.node, t.gid, t.prepared, t.action.name().to_string())),
     )

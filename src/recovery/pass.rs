@@ -11,6 +11,7 @@ use crate::catalog::{self, LostCommit};
 use crate::error::{DgError, DgResult, Lost};
 use crate::faults::{self, Point};
 use crate::fdw;
+use crate::fence;
 use crate::gid::Gid;
 use crate::remote::cache;
 use crate::remote::target::Target;
@@ -37,6 +38,8 @@ const STATUS_SQL: &str = "SELECT x::pg_catalog.text, \
 /// One prepared transaction found on a node.
 pub struct InDoubt {
     pub node: String,
+    /// The node's foreign server.
+    pub server: u32,
     pub gid: String,
     pub prepared: String,
     /// The same time, in microseconds since the Unix epoch.
@@ -52,9 +55,9 @@ fn prefix() -> String {
 
 /// `(gid, prepared, prepared in µs since the epoch)` of this coordinator
 /// database's prepared transactions on `node`.
-fn list(node: &str, prefix: &str) -> DgResult<Vec<(String, String, i64)>> {
+fn list(target: &Target, prefix: &str) -> DgResult<Vec<(String, String, i64)>> {
     let tuples = cache::exec_once(
-        &fdw::worker_target(node)?,
+        target,
         LIST_SQL,
         Some(&[Some(prefix.to_string())]),
         WaitEvent::Resolver,
@@ -88,23 +91,36 @@ fn classify(gid: &Gid) -> Action {
     )
 }
 
+/// What a scan found.
+pub struct Scan {
+    pub found: Vec<InDoubt>,
+    /// The servers of the nodes it listed.
+    pub listed: Vec<u32>,
+    /// Every node was listed.
+    pub complete: bool,
+}
+
 /// Every node's in-doubt transactions, each once (two servers may name
 /// the same peer database), and whether every node could be read; a node
 /// that cannot is skipped with a WARNING naming it.
-pub fn scan() -> (Vec<InDoubt>, bool) {
+pub fn scan() -> Scan {
     let prefix = prefix();
     let mut seen = HashSet::new();
     let mut found = Vec::new();
+    let mut listed = Vec::new();
     let mut complete = true;
     for node in catalog::node_names() {
-        let rows = match list(&node, &prefix) {
-            Ok(rows) => rows,
+        let listing = fdw::worker_target(&node)
+            .and_then(|target| Ok((target.server.to_u32(), list(&target, &prefix)?)));
+        let (server, rows) = match listing {
+            Ok(listing) => listing,
             Err(e) => {
                 skip_node(&node, e);
                 complete = false;
                 continue;
             }
         };
+        listed.push(server);
         for (gid, prepared, prepared_us) in rows {
             let Some(parsed) = Gid::parse(&gid) else {
                 continue;
@@ -113,6 +129,7 @@ pub fn scan() -> (Vec<InDoubt>, bool) {
                 let action = classify(&parsed);
                 found.push(InDoubt {
                     node: node.clone(),
+                    server,
                     gid,
                     prepared,
                     prepared_us,
@@ -121,7 +138,11 @@ pub fn scan() -> (Vec<InDoubt>, bool) {
             }
         }
     }
-    (found, complete)
+    Scan {
+        found,
+        listed,
+        complete,
+    }
 }
 
 fn skip_node(node: &str, e: DgError) {
@@ -173,8 +194,15 @@ pub struct Resolution {
 /// needs every node listed; after a partial pass all rows stay.
 pub fn pass() -> (Vec<Resolution>, usize) {
     let horizon = catalog::xid_horizon();
-    let (found, complete) = scan();
+    let mark = fence::pass_begins();
+    let Scan {
+        found,
+        listed,
+        complete,
+    } = scan();
     let mut still_prepared = Vec::new();
+    // Committed DTs still prepared somewhere: in doubt for snapshots.
+    let mut unfinished = Vec::new();
     let mut oldest = i64::MAX;
     let report: Vec<Resolution> = found
         .into_iter()
@@ -187,7 +215,17 @@ pub fn pass() -> (Vec<Resolution>, usize) {
                 Outcome::Committed => stats::count(Event::ResolverCommit),
                 Outcome::RolledBack => stats::count(Event::ResolverAbort),
                 Outcome::Left | Outcome::Failed(_) => {
-                    still_prepared.extend(Gid::parse(&t.gid).map(|g| g.xid));
+                    let gid = Gid::parse(&t.gid);
+                    if let (Outcome::Failed(_), Action::Commit, Some(g)) =
+                        (&outcome, t.action, &gid)
+                    {
+                        let node = fence::Node {
+                            server: t.server,
+                            mapping: g.mapping,
+                        };
+                        unfinished.push((g.xid, node));
+                    }
+                    still_prepared.extend(gid.map(|g| g.xid));
                     oldest = oldest.min(t.prepared_us);
                 }
                 Outcome::AlreadyFinished => {}
@@ -203,6 +241,7 @@ pub fn pass() -> (Vec<Resolution>, usize) {
     // SAFETY: reads the backend's database oid.
     let database = unsafe { pg_sys::MyDatabaseId }.to_u32();
     stats::set_in_doubt(database, still_prepared.len() as u64, oldest);
+    fence::pass_ended(mark, &listed, &unfinished);
     let forgotten = if complete {
         forget(horizon, &still_prepared)
     } else {

@@ -10,6 +10,7 @@ use super::dt::Dt;
 use super::session::{self, take_if, with_slot};
 use super::state::{DtState, Scope};
 use crate::error::DgError;
+use crate::fence;
 use crate::remote::cache;
 use crate::wakeup;
 use pgrx::pg_sys;
@@ -97,8 +98,11 @@ fn at_abort() {
     if let Some(mut dt) = take_if(ends_with_local) {
         dt.abort();
         dt.release();
+        // Whatever held the fence is gone with the transaction.
+        fence::at_exit();
         return;
     }
+    fence::at_exit();
     // A session DT used by the failed transaction is aborted but stays
     // open, like a failed transaction block, until dist_rollback().
     let _ = with_slot(|slot| {
@@ -142,6 +146,9 @@ unsafe extern "C-unwind" fn subxact_callback(
 /// rolls back every open remote transaction.
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn at_exit(_code: i32, _arg: pg_sys::Datum) {
+    // Before the DT goes: a commit still at the fence leaves its nodes in
+    // doubt rather than just leaving.
+    fence::at_exit();
     session::discard();
     cache::close_all();
 }

@@ -12,6 +12,7 @@ use crate::catalog;
 use crate::error::{DgError, DgResult};
 use crate::faults::{self, Point};
 use crate::fdw;
+use crate::fence;
 use crate::gid::Gid;
 use crate::registry::Registration;
 use crate::remote::cache;
@@ -60,6 +61,12 @@ pub struct Dt {
     sends: Sends,
     /// Published to the deadlock detector while the DT lives.
     registration: Registration,
+    /// Held from just before the local commit of a two-phase DT until its
+    /// finish (src/README.md, "The commit fence").
+    fence: Option<fence::Commit>,
+    /// The servers of the DT's consistent snapshot, once taken: no other
+    /// node may join.
+    snapshot: Option<Vec<u32>>,
 }
 
 /// `BEGIN` with the local transaction's isolation level and access mode,
@@ -136,6 +143,8 @@ impl Dt {
             begin_sql: begin_statement(),
             sends: Sends::default(),
             registration: Registration::enter(),
+            fence: None,
+            snapshot: None,
         }
     }
 
@@ -163,9 +172,17 @@ impl Dt {
         {
             return Ok(i);
         }
+        if self
+            .snapshot
+            .as_ref()
+            .is_some_and(|s| !s.contains(&target.server.to_u32()))
+        {
+            return Err(DgError::OutsideSnapshot(node.to_string()));
+        }
         let conn = cache::take(&target)?;
         self.registration.join(target.server, conn.backend_pid());
-        self.participants.push(Participant::new(conn));
+        self.participants
+            .push(Participant::new(conn, target.server));
         Ok(self.participants.len() - 1)
     }
 
@@ -331,7 +348,7 @@ impl Dt {
         self.protocol = Some(chosen);
         match chosen {
             Protocol::ReadOnly | Protocol::OnePhase => self.commit_one_phase(deadline),
-            Protocol::TwoPhase => self.prepare_two_phase(deadline),
+            Protocol::TwoPhase => self.prepare_two_phase(deadline, local_must_agree),
         }
     }
 
@@ -358,8 +375,9 @@ impl Dt {
     }
 
     /// PREPARE every writer and COMMIT every reader at once, then record
-    /// the decision in the local transaction.
-    fn prepare_two_phase(&mut self, deadline: Option<Instant>) -> DgResult<()> {
+    /// the decision in the local transaction (which wrote when
+    /// `local_writes`).
+    fn prepare_two_phase(&mut self, deadline: Option<Instant>, local_writes: bool) -> DgResult<()> {
         // SAFETY: assigns (or reads) the local transaction's full xid.
         let xid = unsafe { pg_sys::GetTopFullTransactionId() }.value;
         // SAFETY: reads the backend's database oid.
@@ -414,6 +432,16 @@ impl Dt {
         if let Some(e) = first_error {
             return Err(e);
         }
+        let prepared: Vec<fence::Node> = self
+            .participants
+            .iter()
+            .filter(|p| p.state == RemoteState::Prepared)
+            .map(|p| fence::Node {
+                server: p.server.to_u32(),
+                mapping: p.conn.mapping.to_u32(),
+            })
+            .collect();
+        self.fence = Some(fence::Commit::enter(xid, local_writes, &prepared));
         self.deciding_since = Some(Instant::now());
         let prepared: Vec<(u32, Option<u64>)> = self
             .participants
@@ -443,11 +471,20 @@ impl Dt {
                     .then(|| format!("COMMIT PREPARED '{}'", p.gid.as_deref().unwrap_or_default()))
             },
         );
+        let mut unfinished = Vec::new();
         for (p, r) in self.participants.iter_mut().zip(results) {
             if r.is_some() {
-                settle_prepared(&p.conn.node, "commit", r);
+                if !settle_prepared(&p.conn.node, "commit", r) {
+                    unfinished.push(fence::Node {
+                        server: p.server.to_u32(),
+                        mapping: p.conn.mapping.to_u32(),
+                    });
+                }
                 p.state.end();
             }
+        }
+        if let Some(f) = self.fence.take() {
+            f.finished(&unfinished);
         }
         match self.protocol {
             Some(Protocol::TwoPhase) => {
@@ -488,6 +525,8 @@ impl Dt {
             }
             p.state.end();
         }
+        // Rolled back or not, nothing of it is committed anywhere.
+        self.fence = None;
     }
 
     /// Local subtransaction `level` commits: read what was sent inside it
@@ -593,6 +632,75 @@ impl Dt {
         self.release_participants();
     }
 
+    /// `dg.dist_snapshot()`: joins `nodes` (connecting outside the fence),
+    /// then, holding the fence, opens each one's transaction and takes its
+    /// snapshot, all in one round trip. Only those nodes may join later.
+    pub(super) fn take_snapshot(&mut self, nodes: &[String]) -> DgResult<Vec<String>> {
+        for node in nodes {
+            self.participant(node)?;
+        }
+        let servers: Vec<u32> = self
+            .participants
+            .iter()
+            .map(|p| p.server.to_u32())
+            .collect();
+        let deadline = Instant::now() + crate::gucs::snapshot_timeout();
+        let held = fence::Snapshot::enter(&servers, deadline).map_err(|b| self.blocked(b))?;
+        // SAFETY: the local transaction's snapshot, taken at its first
+        // statement (REPEATABLE READ keeps it).
+        if held.local_skew(unsafe { pg_sys::GetTransactionSnapshot() }) {
+            return Err(DgError::SnapshotSkew);
+        }
+        let deadline = statement_deadline();
+        let begin = self.begin_sql.clone();
+        let sqls: Vec<String> = self
+            .participants
+            .iter_mut()
+            .map(|p| p.snapshot_sql(&begin))
+            .collect();
+        let mut sqls = sqls.into_iter();
+        let results = broadcast(
+            &mut self.participants,
+            (deadline, WaitEvent::Result),
+            |_| sqls.next(),
+        );
+        drop(held);
+        for r in results.into_iter().flatten() {
+            r?;
+        }
+        self.snapshot = Some(servers);
+        Ok(self.nodes())
+    }
+
+    /// The error of a snapshot that waited in vain.
+    fn blocked(&self, b: fence::Blocked) -> DgError {
+        match b {
+            fence::Blocked::InDoubt { xid, node } => DgError::SnapshotInDoubt {
+                node: self.node_of(node.server),
+                gid: Gid {
+                    coordinator: catalog::coordinator_id(),
+                    // SAFETY: reads the backend's database oid.
+                    database: unsafe { pg_sys::MyDatabaseId }.to_u32(),
+                    xid,
+                    mapping: node.mapping,
+                }
+                .to_string(),
+            },
+            fence::Blocked::NotListed { server } => {
+                DgError::SnapshotNotListed(self.node_of(server))
+            }
+            fence::Blocked::Busy => DgError::SnapshotBusy,
+        }
+    }
+
+    /// The name of the participant on `server`.
+    fn node_of(&self, server: u32) -> String {
+        self.participants
+            .iter()
+            .find(|p| p.server.to_u32() == server)
+            .map_or_else(|| server.to_string(), |p| p.conn.node.clone())
+    }
+
     pub(super) fn nodes(&self) -> Vec<String> {
         self.participants
             .iter()
@@ -607,11 +715,12 @@ fn skipped(r: &DgResult<Outcome>) -> bool {
     matches!(r, Ok(o) if o.skipped)
 }
 
-/// The end of COMMIT or ROLLBACK PREPARED on one peer. A failure is a
-/// WARNING and wakes the resolver: it finishes the job.
-fn settle_prepared(node: &str, action: &'static str, r: Option<DgResult<Outcome>>) {
+/// The end of COMMIT or ROLLBACK PREPARED on one peer: whether it is
+/// finished there. A failure is a WARNING and wakes the resolver: it
+/// finishes the job.
+fn settle_prepared(node: &str, action: &'static str, r: Option<DgResult<Outcome>>) -> bool {
     let e = match r {
-        None | Some(Ok(_)) => return,
+        None | Some(Ok(_)) => return true,
         // Another finisher (the resolver) got there first, or the node
         // lost the prepared transaction. Only the node's word on the
         // remote xid tells which: the resolver asks it when it forgets the
@@ -621,7 +730,7 @@ fn settle_prepared(node: &str, action: &'static str, r: Option<DgResult<Outcome>
             if action == "commit" {
                 wakeup::request_resolver_pass();
             }
-            return;
+            return true;
         }
         Some(Err(e)) => e,
     };
@@ -636,4 +745,5 @@ fn settle_prepared(node: &str, action: &'static str, r: Option<DgResult<Outcome>
         detail: e.detail(),
     }
     .warn();
+    false
 }

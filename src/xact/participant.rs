@@ -12,6 +12,8 @@ use std::time::Instant;
 
 pub struct Participant {
     pub(super) conn: Connection,
+    /// The foreign server the connection was opened for.
+    pub(super) server: pg_sys::Oid,
     pub(super) state: RemoteState,
     /// Local nesting level the remote side mirrors: 0 before BEGIN, 1 in
     /// the transaction, n with savepoints up to level n.
@@ -40,9 +42,10 @@ pub(super) fn nest_level() -> i32 {
 }
 
 impl Participant {
-    pub(super) fn new(conn: Connection) -> Participant {
+    pub(super) fn new(conn: Connection, server: pg_sys::Oid) -> Participant {
         Participant {
             conn,
+            server,
             state: RemoteState::Open,
             depth: 0,
             work: Work::Read,
@@ -78,6 +81,15 @@ impl Participant {
         let prelude = self.catch_up(begin_sql, nest_level());
         self.conn
             .queue_send(&prelude, stmt.sql, stmt.params, seq, statement_deadline())
+    }
+
+    /// The statements that open the remote transaction and take its
+    /// snapshot (the first query of a REPEATABLE READ transaction takes
+    /// it), as one simple-protocol string: one round trip.
+    pub(super) fn snapshot_sql(&mut self, begin_sql: &str) -> String {
+        let mut stmts = self.catch_up(begin_sql, nest_level());
+        stmts.push("SELECT 1".to_string());
+        stmts.join("; ")
     }
 
     /// Reads what is in flight, for cleanup: a statement someone waited

@@ -7,7 +7,9 @@
 use super::dt::Dt;
 use super::state::{DtState, Scope};
 use super::statement::Statement;
+use crate::catalog;
 use crate::error::{DgError, DgResult};
+use crate::fdw;
 use crate::remote::cache;
 use crate::remote::connection::Connection;
 use pgrx::pg_sys;
@@ -134,6 +136,41 @@ pub fn sync() -> DgResult<Vec<(String, u32, i64)>> {
         dt.touched = true;
         let read_only = dt.read_only();
         dt.sync_all().map_err(|e| explain_read_only(e, read_only))
+    })
+}
+
+/// `dg.dist_snapshot()`: opens the block's DT with a consistent snapshot
+/// on `nodes` (every node the role may use when empty) and returns them.
+pub fn snapshot(nodes: Vec<String>) -> DgResult<Vec<String>> {
+    if !in_transaction_block() {
+        return Err(DgError::SnapshotOutsideBlock);
+    }
+    // SAFETY: reads the local transaction's isolation level.
+    if unsafe { pg_sys::XactIsoLevel } < pg_sys::XACT_REPEATABLE_READ as i32 {
+        return Err(DgError::SnapshotIsolation);
+    }
+    let nodes = if nodes.is_empty() {
+        catalog::node_names()
+            .into_iter()
+            .filter(|n| fdw::lookup(n).is_ok())
+            .collect()
+    } else {
+        nodes
+    };
+    with_slot(|slot| {
+        if slot
+            .as_ref()
+            .is_some_and(|dt| !dt.participants.is_empty() || dt.scope == Scope::Session)
+        {
+            return Err(DgError::SnapshotNotFirst);
+        }
+        let dt = match slot {
+            Some(dt) => dt,
+            None => open(slot, Scope::Transaction),
+        };
+        dt.check_statement()?;
+        dt.touched = true;
+        dt.take_snapshot(&nodes)
     })
 }
 

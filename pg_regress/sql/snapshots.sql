@@ -1,0 +1,61 @@
+-- Consistent snapshots across nodes: dg.dist_snapshot() (README,
+-- "Consistent reads"). The multi-node cases (a transfer never half seen,
+-- a DT in doubt, a restart, a dead holder) are in tests/snapshots.rs.
+\getenv peer1_port DG_REGRESS_PEER1_PORT
+SET dg.snapshot_timeout = '100ms';
+
+-- Only first in a REPEATABLE READ or SERIALIZABLE block.
+SELECT dg.dist_snapshot('peer1');
+BEGIN;
+SELECT dg.dist_snapshot('peer1');
+ROLLBACK;
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT dg.dist_exec('peer1', 'SELECT 1');
+SELECT dg.dist_snapshot('peer2');
+ROLLBACK;
+
+-- Nothing is known of a node the resolver has not listed since the
+-- server started (this suite's coordinator runs no resolver; dg.recover()
+-- is a pass).
+CREATE SERVER peer1_again FOREIGN DATA WRAPPER dg
+    OPTIONS (host '127.0.0.1', port :'peer1_port', dbname 'regress_peer');
+CREATE USER MAPPING FOR PUBLIC SERVER peer1_again OPTIONS (user 'postgres');
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT dg.dist_snapshot('peer1_again');
+ROLLBACK;
+SELECT count(*) >= 0 AS recovered FROM dg.recover();
+
+-- The snapshot's nodes, in the order they joined; only they may be used.
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT * FROM dg.dist_snapshot('peer2', 'peer1');
+SELECT * FROM dg.dist_query('peer1', 'SELECT 1') AS t(x int);
+SELECT dg.dist_exec('peer1_again', 'SELECT 1');
+ROLLBACK;
+
+-- Writes in a snapshot block commit as in any DT.
+BEGIN ISOLATION LEVEL SERIALIZABLE;
+SELECT * FROM dg.dist_snapshot('peer1', 'peer2');
+SELECT dg.dist_exec('peer1', 'CREATE TABLE snapshot_t (id int)');
+SELECT dg.dist_exec('peer2', 'CREATE TABLE snapshot_t (id int)');
+COMMIT;
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT * FROM dg.dist_snapshot('peer1', 'peer2');
+SELECT count(*) FROM dg.dist_query('peer1', 'SELECT * FROM snapshot_t') AS t(id int);
+COMMIT;
+
+-- Bad nodes.
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT dg.dist_snapshot('nosuch');
+ROLLBACK;
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT dg.dist_snapshot('peer1', NULL);
+ROLLBACK;
+
+-- Without arguments: every node the role may use.
+DROP SERVER peer1_again CASCADE;
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT * FROM dg.dist_snapshot() ORDER BY node;
+ROLLBACK;
+SELECT dg.dist_exec('peer1', 'DROP TABLE snapshot_t');
+SELECT dg.dist_exec('peer2', 'DROP TABLE snapshot_t');
+RESET dg.snapshot_timeout;

@@ -1,0 +1,488 @@
+//! The commit fence (src/README.md, "The commit fence"): where two-phase
+//! DTs finishing their commit and consistent snapshots being taken keep
+//! out of each other's way, and what this server knows of DTs left
+//! committed on some nodes and not yet on others (in doubt).
+//!
+//! A DT holds the fence from just before its local commit until every
+//! `COMMIT PREPARED` has answered; one that could not finish on a node
+//! leaves an in-doubt entry for (its xid, that node) until a resolver pass
+//! has finished it there. A snapshot holds the fence while each of its
+//! nodes takes its snapshot, and only once none of its nodes has an entry
+//! and the resolver has listed every node since this server started (what
+//! was in doubt before a restart is known only then). So no DT of this
+//! server is half committed on the snapshot's nodes while it is taken.
+//!
+//! A low layer beside `registry`: `xact` (commits, snapshots) and
+//! `recovery` (passes) meet here without importing each other.
+
+use crate::fence_queue::{may_pass, Class, Holder};
+use pgrx::lwlock::PgLwLock;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::shmem::PGRXSharedMemory;
+use std::cell::Cell;
+use std::time::{Duration, Instant};
+
+/// Backends (by procno) that can hold the fence: as the registry's.
+const SLOTS: usize = crate::registry::SLOTS;
+/// Nodes a DT's slot keeps for its in-doubt entries: as many as the
+/// registry publishes. A DT with more writers gives up on the fence's
+/// promise: see `Commit::enter`.
+const NODES: usize = crate::registry::PARTICIPANTS;
+/// In-doubt entries at once; past it, the databases concerned wait for a
+/// new complete pass (see `add_entry`).
+const ENTRIES: usize = 256;
+/// (database, server) pairs a resolver pass has listed since start.
+const LISTED: usize = 1024;
+/// Commits with local writes remembered after they left the fence.
+const RECENT: usize = 1024;
+
+/// A node of a DT: the foreign server and the user mapping (which names
+/// the prepared transaction's GID).
+#[derive(Copy, Clone, Default, PartialEq, Eq, Debug)]
+pub struct Node {
+    pub server: u32,
+    pub mapping: u32,
+}
+
+#[derive(Copy, Clone, Default)]
+struct Slot {
+    /// 0: not at the fence.
+    class: u8,
+    inside: bool,
+    ticket: u64,
+    pid: i32,
+    database: u32,
+    /// A commit's local full xid, and the nodes it prepared on.
+    xid: u64,
+    /// A commit whose local transaction wrote more than its decision row.
+    local: bool,
+    nodes: [Node; NODES],
+    n: usize,
+}
+
+const COMMIT: u8 = 1;
+const SNAPSHOT: u8 = 2;
+
+impl Slot {
+    fn holder(&self) -> Option<Holder> {
+        let class = match self.class {
+            COMMIT => Class::Commit,
+            SNAPSHOT => Class::Snapshot,
+            _ => return None,
+        };
+        Some(Holder {
+            class,
+            inside: self.inside,
+            ticket: self.ticket,
+        })
+    }
+}
+
+/// A DT that may be committed on some nodes and not on `node`.
+#[derive(Copy, Clone, Default)]
+struct Entry {
+    used: bool,
+    database: u32,
+    xid: u64,
+    node: Node,
+    /// `events` when it was added: a pass removes only entries older than
+    /// its start.
+    added: u64,
+}
+
+/// A commit with local writes that left the fence at `at`.
+#[derive(Copy, Clone, Default)]
+struct Recent {
+    database: u32,
+    xid: u32,
+    at: i64,
+}
+
+#[derive(Copy, Clone)]
+pub struct Fence {
+    slots: [Slot; SLOTS],
+    next_ticket: u64,
+    entries: [Entry; ENTRIES],
+    events: u64,
+    /// (database, server) a resolver pass listed since the server started;
+    /// (0, 0) is free.
+    listed: [(u32, u32); LISTED],
+    /// A ring of the latest commits with local writes; `forgotten_at`:
+    /// when the newest one it has dropped left.
+    recent: [Recent; RECENT],
+    recent_next: usize,
+    forgotten_at: i64,
+}
+
+impl Default for Fence {
+    fn default() -> Fence {
+        Fence {
+            slots: [Slot::default(); SLOTS],
+            next_ticket: 0,
+            entries: [Entry::default(); ENTRIES],
+            events: 0,
+            listed: [(0, 0); LISTED],
+            recent: [Recent::default(); RECENT],
+            recent_next: 0,
+            forgotten_at: 0,
+        }
+    }
+}
+
+// SAFETY: plain old data, no pointers.
+unsafe impl PGRXSharedMemory for Fence {}
+
+static FENCE: PgLwLock<Fence> = unsafe { PgLwLock::new(c"dg_fence") };
+
+thread_local! {
+    /// This backend is at the fence (its slot is in use).
+    static AT_FENCE: Cell<bool> = const { Cell::new(false) };
+}
+
+pub fn init() {
+    pgrx::pg_shmem_init!(FENCE);
+}
+
+fn my_slot() -> Option<usize> {
+    let procno = crate::registry::my_procno();
+    (procno < SLOTS).then_some(procno)
+}
+
+fn database() -> u32 {
+    // SAFETY: reads the backend's database oid.
+    unsafe { pg_sys::MyDatabaseId }.to_u32()
+}
+
+impl Fence {
+    fn may_pass(&self, me: usize) -> bool {
+        let Some(h) = self.slots[me].holder() else {
+            return false;
+        };
+        may_pass(
+            h.class,
+            h.ticket,
+            self.slots
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != me)
+                .filter_map(|(_, s)| s.holder()),
+        )
+    }
+
+    /// Wakes everyone waiting at the fence: whoever the rule now lets in.
+    fn wake_waiters(&self) {
+        for s in self.slots.iter().filter(|s| s.class != 0 && !s.inside) {
+            crate::wakeup::wake(s.pid);
+        }
+    }
+
+    fn add_entry(&mut self, database: u32, xid: u64, node: Node) {
+        self.events += 1;
+        let added = self.events;
+        if let Some(e) = self
+            .entries
+            .iter_mut()
+            .find(|e| e.used && e.database == database && e.xid == xid && e.node == node)
+        {
+            e.added = added;
+            return;
+        }
+        match self.entries.iter_mut().find(|e| !e.used) {
+            Some(e) => {
+                *e = Entry {
+                    used: true,
+                    database,
+                    xid,
+                    node,
+                    added,
+                }
+            }
+            // No room to remember it: snapshots on the node wait until a
+            // pass has listed it again (and found it still prepared, or not).
+            None => self
+                .listed
+                .iter_mut()
+                .filter(|l| **l == (database, node.server))
+                .for_each(|l| *l = (0, 0)),
+        }
+    }
+
+    /// Leaves the fence; `committed`: a commit that did (or may have), whose
+    /// nodes in `unfinished` stay in doubt.
+    fn leave(&mut self, me: usize, committed: bool, unfinished: &[Node]) {
+        let s = self.slots[me];
+        for node in unfinished {
+            self.add_entry(s.database, s.xid, *node);
+        }
+        if committed && s.local {
+            let old = self.recent[self.recent_next];
+            self.forgotten_at = self.forgotten_at.max(old.at);
+            self.recent[self.recent_next] = Recent {
+                database: s.database,
+                xid: s.xid as u32,
+                at: now(),
+            };
+            self.recent_next = (self.recent_next + 1) % RECENT;
+        }
+        self.slots[me] = Slot::default();
+        self.wake_waiters();
+    }
+}
+
+/// Waits at the fence in slot `me` until the rule lets it in, or fails at
+/// `deadline`. Interrupts are served (a cancel raises here, and the
+/// caller's guard leaves the fence).
+fn wait_to_pass(me: usize, deadline: Option<Instant>) -> bool {
+    loop {
+        {
+            let mut f = FENCE.exclusive();
+            if f.may_pass(me) {
+                f.slots[me].inside = true;
+                return true;
+            }
+        }
+        let left = match deadline {
+            Some(d) => match d.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => left,
+                _ => return false,
+            },
+            None => Duration::from_secs(1),
+        };
+        sleep(left.min(Duration::from_secs(1)));
+    }
+}
+
+/// Sleeps on the latch (set by whoever leaves the fence) for at most `d`.
+fn sleep(d: Duration) {
+    // SAFETY: the backend's own latch, as every latch wait in PostgreSQL.
+    unsafe {
+        pg_sys::WaitLatch(
+            pg_sys::MyLatch,
+            (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+            d.as_millis().clamp(1, 1000) as std::ffi::c_long,
+            pg_sys::PG_WAIT_EXTENSION,
+        );
+        pg_sys::ResetLatch(pg_sys::MyLatch);
+    }
+    pgrx::check_for_interrupts!();
+}
+
+fn now() -> i64 {
+    // SAFETY: reads the clock.
+    unsafe { pg_sys::GetCurrentTimestamp() }
+}
+
+/// Takes a ticket in slot `me` for `class`, with a commit's xid, whether it
+/// wrote locally, and its nodes.
+fn arrive(me: usize, class: u8, xid: u64, local: bool, nodes: &[Node]) {
+    let mut f = FENCE.exclusive();
+    f.next_ticket += 1;
+    let mut slot = Slot {
+        class,
+        inside: false,
+        ticket: f.next_ticket,
+        // SAFETY: reads the backend's pid.
+        pid: unsafe { pg_sys::MyProcPid },
+        database: database(),
+        xid,
+        local,
+        ..Slot::default()
+    };
+    slot.n = nodes.len().min(NODES);
+    slot.nodes[..slot.n].copy_from_slice(&nodes[..slot.n]);
+    f.slots[me] = slot;
+    AT_FENCE.with(|a| a.set(true));
+}
+
+/// Clears this backend's slot, if it is at the fence; `committed`, and
+/// `unfinished`: as `Fence::leave`. Never raises.
+fn depart(committed: bool, unfinished: &[Node]) {
+    if !AT_FENCE.with(|a| a.replace(false)) {
+        return;
+    }
+    if let Some(me) = my_slot() {
+        FENCE.exclusive().leave(me, committed, unfinished);
+    }
+}
+
+/// A two-phase DT's hold on the fence, from before its local commit until
+/// its finish. Dropped without `finished` (an abort), it just leaves.
+pub struct Commit(());
+
+impl Commit {
+    /// Waits while snapshots ahead of it are taken (one round trip each);
+    /// `xid`: the local full xid, `local`: the local transaction wrote
+    /// (besides the decision row), `nodes`: where it prepared.
+    pub fn enter(xid: u64, local: bool, nodes: &[Node]) -> Commit {
+        let Some(me) = my_slot() else {
+            return Commit(());
+        };
+        arrive(me, COMMIT, xid, local, nodes);
+        let _ = wait_to_pass(me, None);
+        Commit(())
+    }
+
+    /// Every `COMMIT PREPARED` answered; those of `unfinished` failed, so
+    /// the DT stays in doubt there until the resolver finishes it. Never
+    /// raises (the commit callback).
+    pub fn finished(self, unfinished: &[Node]) {
+        depart(true, unfinished);
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Commit {
+    fn drop(&mut self) {
+        depart(false, &[]);
+    }
+}
+
+/// Why a snapshot could not be taken in time.
+pub enum Blocked {
+    /// A DT is in doubt on this node (its xid, and its user mapping).
+    InDoubt { xid: u64, node: Node },
+    /// No resolver pass has listed this node since the server started.
+    NotListed { server: u32 },
+    /// Commits in flight did not finish in time.
+    Busy,
+}
+
+/// A snapshot's hold on the fence, while its nodes take their snapshots.
+pub struct Snapshot(());
+
+impl Snapshot {
+    /// Waits until no DT is in doubt on `servers`, the resolver has listed
+    /// each of them since the server started, and the fence lets it in;
+    /// at `deadline`, says what it waited for.
+    pub fn enter(servers: &[u32], deadline: Instant) -> Result<Snapshot, Blocked> {
+        let Some(me) = my_slot() else {
+            return Err(Blocked::Busy);
+        };
+        let database = database();
+        let blocked = || {
+            let f = FENCE.share();
+            if let Some(&server) = servers
+                .iter()
+                .find(|s| !f.listed.contains(&(database, **s)))
+            {
+                return Some(Blocked::NotListed { server });
+            }
+            f.entries
+                .iter()
+                .find(|e| e.used && e.database == database && servers.contains(&e.node.server))
+                .map(|e| Blocked::InDoubt {
+                    xid: e.xid,
+                    node: e.node,
+                })
+        };
+        loop {
+            if blocked().is_none() {
+                arrive(me, SNAPSHOT, 0, false, &[]);
+                let guard = Snapshot(());
+                if !wait_to_pass(me, Some(deadline)) {
+                    return Err(blocked().unwrap_or(Blocked::Busy));
+                }
+                // Commits that were inside may have left entries as they
+                // went; then wait for the resolver like any other.
+                if blocked().is_none() {
+                    return Ok(guard);
+                }
+            }
+            match deadline.checked_duration_since(Instant::now()) {
+                // The resolver does not wake snapshot takers: poll.
+                Some(left) if !left.is_zero() => sleep(left.min(Duration::from_millis(50))),
+                _ => return Err(blocked().unwrap_or(Blocked::Busy)),
+            }
+        }
+    }
+}
+
+impl Snapshot {
+    /// Whether a DT of this database with local writes committed after the
+    /// local transaction's snapshot `local` was taken, or may have: then the
+    /// peers' new snapshots see its remote writes and `local` does not see
+    /// its local ones. Asked while holding the fence, so every such DT has
+    /// left it (and is in the ring) or has not committed yet.
+    pub fn local_skew(&self, local: pg_sys::Snapshot) -> bool {
+        let database = database();
+        // SAFETY: reads the transaction's start time; its snapshot is younger.
+        let since = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
+        let candidates: Vec<u32> = {
+            let f = FENCE.share();
+            if f.forgotten_at >= since {
+                return true;
+            }
+            f.recent
+                .iter()
+                .filter(|r| r.database == database && r.at >= since)
+                .map(|r| r.xid)
+                .collect()
+        };
+        candidates.into_iter().any(|xid| {
+            let xid = pg_sys::TransactionId::from(xid);
+            // SAFETY: `local` is the live transaction snapshot; the xids are
+            // recent, so their commit status is still in the clog.
+            unsafe { pg_sys::XidInMVCCSnapshot(xid, local) && pg_sys::TransactionIdDidCommit(xid) }
+        })
+    }
+}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        depart(false, &[]);
+    }
+}
+
+/// The end of the backend or of its transaction, however it ends: a
+/// commit still at the fence leaves its nodes in doubt (it may have
+/// committed locally), anything else just leaves. Never raises.
+pub fn at_exit() {
+    if !AT_FENCE.with(|a| a.get()) {
+        return;
+    }
+    let Some(me) = my_slot() else { return };
+    let s = FENCE.share().slots[me];
+    let unfinished: Vec<Node> = if s.class == COMMIT {
+        s.nodes[..s.n].to_vec()
+    } else {
+        Vec::new()
+    };
+    depart(s.class == COMMIT, &unfinished);
+}
+
+/// A resolver pass is about to list the nodes; what it later reports
+/// covers entries older than the returned mark.
+pub fn pass_begins() -> u64 {
+    let mut f = FENCE.exclusive();
+    f.events += 1;
+    f.events
+}
+
+/// A resolver pass of this database that began at `mark` listed the nodes
+/// `listed`, and left the DTs `unfinished` (xid, node) committed but not
+/// finished there. Entries of the listed nodes older than the pass and not
+/// among them are finished now.
+pub fn pass_ended(mark: u64, listed: &[u32], unfinished: &[(u64, Node)]) {
+    let database = database();
+    let mut f = FENCE.exclusive();
+    for e in f.entries.iter_mut().filter(|e| {
+        e.used && e.database == database && e.added < mark && listed.contains(&e.node.server)
+    }) {
+        if !unfinished.iter().any(|(x, n)| *x == e.xid && *n == e.node) {
+            e.used = false;
+        }
+    }
+    for (xid, node) in unfinished {
+        f.add_entry(database, *xid, *node);
+    }
+    for server in listed {
+        if f.listed.contains(&(database, *server)) {
+            continue;
+        }
+        // Full: the node stays unlisted, and snapshots on it fail (README).
+        if let Some(l) = f.listed.iter_mut().find(|l| **l == (0, 0)) {
+            *l = (database, *server);
+        }
+    }
+}

@@ -1,0 +1,398 @@
+//! Consistent reads across nodes (README, "Consistent reads"): in a
+//! snapshot from `dg.dist_snapshot()` every DT of this coordinator is on
+//! all of the snapshot's nodes or on none; a DT in doubt on one of them
+//! (a failed finish, a restart the resolver has not yet looked behind)
+//! makes the snapshot wait and then fail, never read half of it.
+
+use dg_tests::postgres::Client;
+use dg_tests::proxy::{Mode, Proxy};
+use dg_tests::{dist_exec, error_text, expect_sqlstate, scalar, wait_until, Cluster, Db};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+const PEERS: usize = 3;
+const ACCOUNTS: i32 = 10;
+const TOTAL: i64 = PEERS as i64 * ACCOUNTS as i64 * 1000;
+
+fn cluster() -> Cluster {
+    Cluster::start_with(PEERS, &["dg.resolver_interval = '200ms'"])
+}
+
+fn bank(db: &Db) {
+    db.on_peers(&format!(
+        "CREATE TABLE accounts (id int PRIMARY KEY, balance bigint NOT NULL);
+         INSERT INTO accounts SELECT g, 1000 FROM generate_series(1, {ACCOUNTS}) g;"
+    ));
+}
+
+/// The money on every peer, read in one block: with a consistent
+/// snapshot, or with each node's own REPEATABLE READ snapshot, taken as
+/// the block first reads it.
+fn total(c: &mut Client, consistent: bool) -> Result<i64, dg_tests::postgres::Error> {
+    let read = |c: &mut Client| -> Result<i64, dg_tests::postgres::Error> {
+        c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ")?;
+        if consistent {
+            c.batch_execute("SELECT dg.dist_snapshot()")?;
+        }
+        let mut sum = 0;
+        for i in 1..=PEERS {
+            sum += c
+                .query_one(
+                    &format!(
+                        "SELECT s FROM dg.dist_query('peer{i}', 'SELECT sum(balance)::bigint FROM accounts') AS t(s bigint)"
+                    ),
+                    &[],
+                )?
+                .get::<_, i64>(0);
+        }
+        c.batch_execute("COMMIT")?;
+        Ok(sum)
+    };
+    read(c).inspect_err(|_| {
+        let _ = c.batch_execute("ROLLBACK");
+    })
+}
+
+/// Moves `amount` from account `id` of peer `from` to the same account
+/// of peer `to`.
+fn transfer(
+    c: &mut Client,
+    from: usize,
+    to: usize,
+    id: i32,
+    amount: i64,
+) -> Result<(), dg_tests::postgres::Error> {
+    let (a, m, id) = (amount.to_string(), (-amount).to_string(), id.to_string());
+    c.batch_execute("BEGIN")?;
+    let sql = "UPDATE accounts SET balance = balance + $1 WHERE id = $2";
+    dist_exec(c, &format!("peer{from}"), sql, &[&m, &id])?;
+    dist_exec(c, &format!("peer{to}"), sql, &[&a, &id])?;
+    c.batch_execute("COMMIT")
+}
+
+/// Waits until a consistent snapshot can be taken (the resolver has
+/// listed the nodes once since the server started).
+fn wait_for_snapshots(db: &Db) {
+    let mut c = db.coord();
+    c.batch_execute("SET dg.snapshot_timeout = '100ms'")
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(15), || total(&mut c, true).is_ok()),
+        "no consistent snapshot could be taken: {:?}",
+        total(&mut c, true).err().map(|e| error_text(&e))
+    );
+}
+
+#[test]
+fn consistent_readers_never_see_a_transfer_half_done() {
+    let cluster = cluster();
+    let db = cluster.db("skew");
+    bank(&db);
+    // Peer 3's link is slow, so its COMMIT PREPARED lands well after the
+    // others': plain readers have a window to see half a transfer.
+    let slow = Proxy::for_peer(&db, 3);
+    slow.set(Mode::Delay(Duration::from_millis(3)));
+    wait_for_snapshots(&db);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let committed = Arc::new(AtomicU64::new(0));
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            let (stop, committed) = (stop.clone(), committed.clone());
+            let mut c = db.coord();
+            thread::spawn(move || {
+                let mut n = w;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let from = 1 + n % PEERS;
+                    let to = 1 + (n + 1) % PEERS;
+                    match transfer(
+                        &mut c,
+                        from,
+                        to,
+                        1 + (n as i32 * 7) % ACCOUNTS,
+                        1 + (n as i64 % 7),
+                    ) {
+                        Ok(()) => {
+                            committed.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            // Two writers on one account: a deadlock the
+                            // detector or a serialization failure breaks.
+                            let _ = c.batch_execute("ROLLBACK");
+                            assert!(
+                                matches!(dg_tests::sqlstate(&e), Some("40P01" | "40001")),
+                                "transfer failed: {}",
+                                error_text(&e)
+                            );
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+
+    let run = |consistent: bool| {
+        let stop = stop.clone();
+        let mut c = db.coord();
+        thread::spawn(move || {
+            let (mut reads, mut wrong) = (0u64, 0u64);
+            while !stop.load(Ordering::Relaxed) {
+                match total(&mut c, consistent) {
+                    Ok(sum) => {
+                        reads += 1;
+                        wrong += u64::from(sum != TOTAL);
+                    }
+                    Err(e) => {
+                        let _ = c.batch_execute("ROLLBACK");
+                        panic!("a read failed: {}", error_text(&e));
+                    }
+                }
+            }
+            (reads, wrong)
+        })
+    };
+    let consistent = run(true);
+    let plain = run(false);
+    let started = Instant::now();
+    // Until enough of both kinds of reads ran, and the plain readers saw
+    // the skew (bounded: the test fails below if they never do).
+    while started.elapsed() < Duration::from_secs(60)
+        && (committed.load(Ordering::Relaxed) < 300 || started.elapsed() < Duration::from_secs(10))
+    {
+        thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.join().unwrap();
+    }
+    let (reads, wrong) = consistent.join().unwrap();
+    let (plain_reads, plain_wrong) = plain.join().unwrap();
+    println!(
+        "transfers committed: {}; consistent reads: {reads}, wrong sums {wrong}; plain reads: {plain_reads}, wrong sums {plain_wrong}",
+        committed.load(Ordering::Relaxed)
+    );
+    assert!(reads >= 100, "only {reads} consistent reads ran");
+    assert_eq!(
+        wrong, 0,
+        "{wrong} of {reads} consistent reads saw a transfer half done"
+    );
+    assert!(
+        plain_wrong > 0,
+        "the {plain_reads} plain reads never saw a transfer half done: the test cannot tell"
+    );
+    let mut c = db.coord();
+    assert_eq!(total(&mut c, true).unwrap(), TOTAL);
+    assert!(wait_until(Duration::from_secs(10), || db.prepared_all() == 0));
+}
+
+#[test]
+fn a_transaction_in_doubt_on_a_node_holds_snapshots_of_that_node() {
+    let cluster = cluster();
+    let db = cluster.db("indoubt");
+    bank(&db);
+    let link = Proxy::for_peer(&db, 2);
+    wait_for_snapshots(&db);
+    // Peer 2 never hears COMMIT PREPARED, and no resolver retries it: the
+    // transfer is committed on peer 1 only.
+    let mut c = db.coord();
+    c.batch_execute("ALTER SYSTEM SET dg.resolver_enabled = off")
+        .unwrap();
+    c.batch_execute("SELECT pg_reload_conf()").unwrap();
+    link.at_message("COMMIT PREPARED", false, Mode::Down);
+    c.batch_execute("SET dg.remote_statement_timeout = '1s'; SET dg.connect_timeout = 1")
+        .unwrap();
+    transfer(&mut c, 1, 2, 1, 100).expect("COMMIT returns once the decision is made");
+    assert_eq!(link.fired(), 1);
+    link.heal();
+    assert_eq!(db.prepared(2), 1, "the transfer waits on peer 2");
+
+    c.batch_execute("SET dg.snapshot_timeout = '300ms'")
+        .unwrap();
+    let started = Instant::now();
+    let e = expect_sqlstate(total(&mut c, true), "55P03");
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "it did not wait"
+    );
+    let text = error_text(&e);
+    assert!(text.contains("in doubt on node \"peer2\""), "{text}");
+    let gid = db.prepared_gids(2).remove(0);
+    assert!(text.contains(&gid), "the error names the GID {gid}: {text}");
+
+    // A snapshot of the other nodes sees the transfer wholly (peer 1 has
+    // it, peer 3 had no part in it).
+    c.batch_execute(
+        "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT dg.dist_snapshot('peer1', 'peer3'); COMMIT",
+    )
+    .expect("peer 2 is not in this snapshot");
+
+    c.batch_execute("ALTER SYSTEM RESET dg.resolver_enabled")
+        .unwrap();
+    c.batch_execute("SELECT pg_reload_conf()").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(15), || total(&mut c, true).is_ok()),
+        "the resolver finished the transfer, and snapshots of peer 2 work again"
+    );
+    assert_eq!(total(&mut c, true).unwrap(), TOTAL);
+    assert_eq!(db.prepared_all(), 0);
+}
+
+#[test]
+fn after_a_restart_snapshots_wait_for_the_resolver_to_look() {
+    let cluster = Cluster::start_with(2, &["dg.resolver_interval = '200ms'"]);
+    let db = cluster.db("restart");
+    db.on_peers(
+        "CREATE TABLE accounts (id int PRIMARY KEY, balance bigint NOT NULL);
+         INSERT INTO accounts SELECT g, 1000 FROM generate_series(1, 10) g;",
+    );
+    // No resolver across the restart, so nothing looks at the nodes
+    // before the snapshot below does.
+    let mut c = db.coord();
+    c.batch_execute("ALTER SYSTEM SET dg.resolver_enabled = off")
+        .unwrap();
+    c.batch_execute("SELECT pg_reload_conf()").unwrap();
+    // The coordinator dies after its local commit, before any COMMIT
+    // PREPARED: the transfer is decided, and prepared on both peers.
+    c.batch_execute("SET dg.fault = 'after_local_commit=crash'")
+        .unwrap();
+    let _ = transfer(&mut c, 1, 2, 1, 100);
+    drop(c);
+    cluster.coordinator.start_again();
+    assert_eq!(db.prepared_all(), 2);
+    let mut c = db.coord();
+    c.batch_execute("SET dg.snapshot_timeout = '200ms'")
+        .unwrap();
+    let e = expect_sqlstate(
+        c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT dg.dist_snapshot(); COMMIT"),
+        "55P03",
+    );
+    c.batch_execute("ROLLBACK").unwrap();
+    assert!(
+        error_text(&e).contains("has not yet checked node"),
+        "{}",
+        error_text(&e)
+    );
+    c.batch_execute("ALTER SYSTEM RESET dg.resolver_enabled")
+        .unwrap();
+    c.batch_execute("SELECT pg_reload_conf()").unwrap();
+    c.batch_execute("SET dg.snapshot_timeout = '10s'").unwrap();
+    let sum = |c: &mut Client| -> i64 {
+        c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT dg.dist_snapshot()")
+            .unwrap();
+        let mut s = 0;
+        for i in 1..=2 {
+            s += scalar(
+                c,
+                &format!("SELECT s FROM dg.dist_query('peer{i}', 'SELECT sum(balance)::bigint FROM accounts') AS t(s bigint)"),
+            );
+        }
+        c.batch_execute("COMMIT").unwrap();
+        s
+    };
+    assert_eq!(sum(&mut c), 20_000, "the transfer is wholly there");
+    assert_eq!(db.prepared_all(), 0);
+    assert_eq!(db.balance(2, 1) + db.balance(1, 1), 2000);
+}
+
+#[test]
+fn a_backend_that_dies_at_the_fence_does_not_hold_it() {
+    let cluster = cluster();
+    let db = cluster.db("holder");
+    bank(&db);
+    wait_for_snapshots(&db);
+    // A commit parks at the fence (decision written, local commit not yet).
+    let mut holder = db.coord();
+    let pid: i32 = holder
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    holder
+        .batch_execute("SET dg.fault = 'after_decision=sleep:60000'")
+        .unwrap();
+    let t = thread::spawn(move || transfer(&mut holder, 1, 2, 1, 5));
+    let mut c = db.coord();
+    assert!(wait_until(Duration::from_secs(10), || scalar(
+        &mut c,
+        &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {pid} AND query = 'COMMIT'")
+    ) == 1));
+    // Snapshots wait for it...
+    c.batch_execute("SET dg.snapshot_timeout = '300ms'")
+        .unwrap();
+    let e = expect_sqlstate(total(&mut c, true), "55P03");
+    assert!(
+        error_text(&e).contains("did not finish"),
+        "{}",
+        error_text(&e)
+    );
+    // ... until it dies; then they go on at once.
+    c.batch_execute(&format!("SELECT pg_terminate_backend({pid})"))
+        .unwrap();
+    assert!(t.join().unwrap().is_err());
+    c.batch_execute("SET dg.snapshot_timeout = '10s'").unwrap();
+    assert_eq!(total(&mut c, true).unwrap(), TOTAL);
+    assert!(wait_until(Duration::from_secs(10), || db.prepared_all() == 0));
+}
+
+#[test]
+fn a_local_commit_between_the_two_snapshots_fails_the_block_with_40001() {
+    let cluster = cluster();
+    let db = cluster.db("local");
+    bank(&db);
+    let mut c = db.coord();
+    c.batch_execute("CREATE TABLE ledger (id int)").unwrap();
+    wait_for_snapshots(&db);
+    // A transfer that also writes locally parks at the fence, decided but
+    // not yet committed locally.
+    let mut writer = db.coord();
+    let pid: i32 = writer
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    writer
+        .batch_execute("SET dg.fault = 'after_decision=sleep:1500'")
+        .unwrap();
+    let t = thread::spawn(move || {
+        writer.batch_execute("BEGIN; INSERT INTO ledger VALUES (1)")?;
+        let sql = "UPDATE accounts SET balance = balance + $1 WHERE id = 1";
+        dist_exec(&mut writer, "peer1", sql, &["-5"])?;
+        dist_exec(&mut writer, "peer2", sql, &["5"])?;
+        writer.batch_execute("COMMIT")
+    });
+    assert!(wait_until(Duration::from_secs(10), || scalar(
+        &mut c,
+        &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {pid} AND query = 'COMMIT'")
+    ) == 1));
+    // The block's local snapshot is taken now, without the transfer; its
+    // snapshot on the nodes, after the fence, would have it.
+    c.batch_execute("SET dg.snapshot_timeout = '20s'").unwrap();
+    let e = expect_sqlstate(
+        c.batch_execute(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT dg.dist_snapshot('peer1', 'peer2')",
+        ),
+        "40001",
+    );
+    c.batch_execute("ROLLBACK").unwrap();
+    assert!(
+        error_text(&e).contains("committed locally"),
+        "{}",
+        error_text(&e)
+    );
+    t.join().unwrap().expect("the transfer commits");
+    // The retry sees it on every node and locally.
+    c.batch_execute(
+        "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT dg.dist_snapshot('peer1', 'peer2')",
+    )
+    .unwrap();
+    assert_eq!(scalar(&mut c, "SELECT count(*) FROM ledger"), 1);
+    let remote = |c: &mut Client, i: usize| {
+        scalar(
+            c,
+            &format!("SELECT b FROM dg.dist_query('peer{i}', 'SELECT balance FROM accounts WHERE id = 1') AS t(b bigint)"),
+        )
+    };
+    assert_eq!((remote(&mut c, 1), remote(&mut c, 2)), (995, 1005));
+    c.batch_execute("COMMIT").unwrap();
+}
