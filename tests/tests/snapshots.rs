@@ -298,7 +298,7 @@ fn after_a_restart_snapshots_wait_for_the_resolver_to_look() {
 }
 
 #[test]
-fn a_backend_that_dies_at_the_fence_does_not_hold_it() {
+fn a_backend_terminated_at_the_fence_does_not_hold_it() {
     let cluster = cluster();
     let db = cluster.db("holder");
     bank(&db);
@@ -313,26 +313,50 @@ fn a_backend_that_dies_at_the_fence_does_not_hold_it() {
         .batch_execute("SET dg.fault = 'after_decision=sleep:60000'")
         .unwrap();
     let t = thread::spawn(move || transfer(&mut holder, 1, 2, 1, 5));
+    assert!(
+        wait_until(Duration::from_secs(10), || db.prepared_all() == 2),
+        "the transfer prepared on both peers"
+    );
+    // Snapshots wait for it (it enters the fence right after its PREPAREs
+    // answered: retry until one has waited for it).
     let mut c = db.coord();
-    assert!(wait_until(Duration::from_secs(10), || scalar(
-        &mut c,
-        &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {pid} AND query = 'COMMIT'")
-    ) == 1));
-    // Snapshots wait for it...
     c.batch_execute("SET dg.snapshot_timeout = '300ms'")
         .unwrap();
-    let e = expect_sqlstate(total(&mut c, true), "55P03");
+    let mut waited = None;
+    assert!(
+        wait_until(Duration::from_secs(10), || match total(&mut c, true) {
+            Err(e) => {
+                waited = Some(e);
+                true
+            }
+            Ok(_) => false,
+        }),
+        "no snapshot waited for the commit at the fence"
+    );
+    let e = waited.unwrap();
+    assert_eq!(dg_tests::sqlstate(&e), Some("55P03"), "{}", error_text(&e));
     assert!(
         error_text(&e).contains("did not finish"),
         "{}",
         error_text(&e)
     );
-    // ... until it dies; then they go on at once.
+    // Terminated there, it ends (its commit, already decided, may still go
+    // through on the way out): then snapshots go on at once.
     c.batch_execute(&format!("SELECT pg_terminate_backend({pid})"))
         .unwrap();
-    assert!(t.join().unwrap().is_err());
+    let _ = t.join().unwrap();
+    assert!(wait_until(Duration::from_secs(10), || scalar(
+        &mut c,
+        &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}")
+    ) == 0));
     c.batch_execute("SET dg.snapshot_timeout = '10s'").unwrap();
+    let started = Instant::now();
     assert_eq!(total(&mut c, true).unwrap(), TOTAL);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the snapshot waited {:?} after the holder was gone",
+        started.elapsed()
+    );
     assert!(wait_until(Duration::from_secs(10), || db.prepared_all() == 0));
 }
 
@@ -347,12 +371,8 @@ fn a_local_commit_between_the_two_snapshots_fails_the_block_with_40001() {
     // A transfer that also writes locally parks at the fence, decided but
     // not yet committed locally.
     let mut writer = db.coord();
-    let pid: i32 = writer
-        .query_one("SELECT pg_backend_pid()", &[])
-        .unwrap()
-        .get(0);
     writer
-        .batch_execute("SET dg.fault = 'after_decision=sleep:1500'")
+        .batch_execute("SET dg.fault = 'after_decision=sleep:3000'")
         .unwrap();
     let t = thread::spawn(move || {
         writer.batch_execute("BEGIN; INSERT INTO ledger VALUES (1)")?;
@@ -361,10 +381,9 @@ fn a_local_commit_between_the_two_snapshots_fails_the_block_with_40001() {
         dist_exec(&mut writer, "peer2", sql, &["5"])?;
         writer.batch_execute("COMMIT")
     });
-    assert!(wait_until(Duration::from_secs(10), || scalar(
-        &mut c,
-        &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {pid} AND query = 'COMMIT'")
-    ) == 1));
+    // Prepared on both peers: it enters the fence right after, and sleeps
+    // there before its local commit.
+    assert!(wait_until(Duration::from_secs(10), || db.prepared_all() == 2));
     // The block's local snapshot is taken now, without the transfer; its
     // snapshot on the nodes, after the fence, would have it.
     c.batch_execute("SET dg.snapshot_timeout = '20s'").unwrap();
