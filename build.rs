@@ -25,6 +25,12 @@ fn main() {
     };
     if let Some(libdir) = ask(&pg_config, "--libdir") {
         println!("cargo:rustc-link-search=native={libdir}");
+        // And the same libpq at run time, also where the environment does
+        // not say (`sudo` drops LD_LIBRARY_PATH, so `cargo pgrx test
+        // --runas` starts its server without it): a run path, which
+        // LD_LIBRARY_PATH still overrides. An installation whose libpq is
+        // elsewhere finds none there and falls back to the default search.
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-rpath,{libdir}");
     }
     // "PostgreSQL 17.11" (or "PostgreSQL 18devel"): the major is what
     // counts; the tree's libpq is of the same release.
