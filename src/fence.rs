@@ -103,6 +103,10 @@ struct Recent {
 pub struct Fence {
     slots: [Slot; SLOTS],
     next_ticket: u64,
+    /// Slots taken by snapshots, waiting or inside. While there are none,
+    /// a commit passes and leaves without looking at the other slots: the
+    /// commit path never scans them.
+    snapshots: u32,
     entries: [Entry; ENTRIES],
     events: u64,
     /// (database, server) a resolver pass listed since the server started;
@@ -120,6 +124,7 @@ impl Default for Fence {
         Fence {
             slots: [Slot::default(); SLOTS],
             next_ticket: 0,
+            snapshots: 0,
             entries: [Entry::default(); ENTRIES],
             events: 0,
             listed: [(0, 0); LISTED],
@@ -159,6 +164,9 @@ impl Fence {
         let Some(h) = self.slots[me].holder() else {
             return false;
         };
+        if h.class == Class::Commit && self.snapshots == 0 {
+            return true;
+        }
         may_pass(
             h.class,
             h.ticket,
@@ -226,6 +234,13 @@ impl Fence {
             self.recent_next = (self.recent_next + 1) % RECENT;
         }
         self.slots[me] = Slot::default();
+        // Commits wait only behind a snapshot, so with none left no one
+        // waits for a commit that leaves.
+        if s.class == SNAPSHOT {
+            self.snapshots -= 1;
+        } else if self.snapshots == 0 {
+            return;
+        }
         self.wake_waiters();
     }
 }
@@ -291,6 +306,12 @@ fn arrive(me: usize, class: u8, xid: u64, local: bool, nodes: &[Node]) {
     };
     slot.n = nodes.len().min(NODES);
     slot.nodes[..slot.n].copy_from_slice(&nodes[..slot.n]);
+    if f.slots[me].class == SNAPSHOT {
+        f.snapshots -= 1;
+    }
+    if class == SNAPSHOT {
+        f.snapshots += 1;
+    }
     f.slots[me] = slot;
     AT_FENCE.with(|a| a.set(true));
 }
