@@ -873,3 +873,26 @@ pub fn wait_event_of(c: &mut Client, pid: i32) -> Option<(String, String)> {
         .unwrap_or_else(|e| panic!("pg_stat_activity of {pid}: {}", error_text(&e)));
     row.map(|r| (r.get(0), r.get(1)))
 }
+
+/// xorshift64*: enough randomness for tests that choose faults or write
+/// scripts, from a seed they print so a run can be replayed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform enough in 0..n.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    /// 0..=max milliseconds.
+    pub fn ms(&mut self, max: u64) -> Duration {
+        Duration::from_millis(self.below(max + 1))
+    }
+}

@@ -13,7 +13,7 @@
 
 use dg_tests::postgres::{Client, NoTls};
 use dg_tests::proxy::{Mode, Proxy};
-use dg_tests::{dist_exec, resolver_bound, scalar, wait_until, Cluster, Db};
+use dg_tests::{dist_exec, resolver_bound, scalar, wait_until, Cluster, Db, Rng};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -39,27 +39,6 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// xorshift64*: enough randomness for choosing faults, with a seed to
-/// print and replay.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn ms(&mut self, max: u64) -> Duration {
-        Duration::from_millis(self.below(max + 1))
-    }
 }
 
 /// One attempted transfer between two peers, and whether the client saw

@@ -11,25 +11,16 @@
 //! `DG_SCRIPTS` sets how many scripts (default 300).
 
 use dg_tests::postgres::Client;
-use dg_tests::{sqlstate, Cluster};
+use dg_tests::{sqlstate, Cluster, Rng};
 
 const NODES: [&str; 3] = ["peer1", "peer2", "peer3"];
 
-/// xorshift64*: enough randomness for scripts, no crate needed.
-struct Rng(u64);
+/// A node to run a statement on.
+trait PickNode {
+    fn node(&mut self) -> &'static str;
+}
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
+impl PickNode for Rng {
     fn node(&mut self) -> &'static str {
         NODES[self.below(3) as usize]
     }
