@@ -879,7 +879,7 @@ pub fn wait_event_of(c: &mut Client, pid: i32) -> Option<(String, String)> {
 pub struct Rng(pub u64);
 
 impl Rng {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -888,7 +888,7 @@ impl Rng {
 
     /// Uniform enough in 0..n.
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.next_u64() % n
     }
 
     /// 0..=max milliseconds.
