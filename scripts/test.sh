@@ -6,6 +6,8 @@
 #   reinstall    put back the regular build that pgrx test replaced
 #   regress      the pg_regress suite (scripts/regress.sh)
 #   multinode    the multi-node tests in tests/
+#   multinode-async  the crash, network, chaos and snapshot tests again with
+#                dg.synchronous_finish = off on every coordinator
 #   example      examples/bank.py, a psycopg client, against the demo cluster
 #   plots        bench/plot.py's tests (the pictures `make bench` draws)
 # and ends with one line over all runners: "dg: N passed, N failed".
@@ -113,6 +115,15 @@ if [ "${DG_TEST_SCOPE:-}" = core ]; then
     exit 0
 fi
 stage multinode multinode
+# The crash, network and chaos suites again with a finish that does not
+# wait (README, "What COMMIT does"): atomicity and durability must not
+# depend on it.
+multinode_async() {
+    DG_TEST_COORDINATOR_CONF="dg.synchronous_finish = off" \
+        in_repo cargo test --manifest-path tests/Cargo.toml \
+        --test faults --test network --test chaos --test snapshots -- --test-threads=2
+}
+stage multinode-async multinode_async
 example() {
     DG_NO_BUILD=1 "$DG_REPO/scripts/example.sh"
     stop_clusters_under "$DG_DATA_ROOT/demo"

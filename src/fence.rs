@@ -30,8 +30,10 @@ const SLOTS: usize = crate::registry::SLOTS;
 /// promise: see `Commit::enter`.
 const NODES: usize = crate::registry::PARTICIPANTS;
 /// In-doubt entries at once; past it, the databases concerned wait for a
-/// new complete pass (see `add_entry`).
-const ENTRIES: usize = 256;
+/// new complete pass (see `add_entry`). Asynchronous finishes leave an
+/// entry per node until their answers are read, so room for a few per
+/// backend.
+const ENTRIES: usize = 2048;
 /// (database, server) pairs a resolver pass has listed since start.
 const LISTED: usize = 1024;
 /// Commits with local writes remembered after they left the fence.
@@ -86,6 +88,9 @@ struct Entry {
     database: u32,
     xid: u64,
     node: Node,
+    /// Its `COMMIT PREPARED` was sent and not waited for: it lands within
+    /// a round trip, unless the link failed since.
+    sent: bool,
     /// `events` when it was added: a pass removes only entries older than
     /// its start.
     added: u64,
@@ -185,7 +190,7 @@ impl Fence {
         }
     }
 
-    fn add_entry(&mut self, database: u32, xid: u64, node: Node) {
+    fn add_entry(&mut self, database: u32, xid: u64, node: Node, sent: bool) {
         self.events += 1;
         let added = self.events;
         if let Some(e) = self
@@ -194,6 +199,7 @@ impl Fence {
             .find(|e| e.used && e.database == database && e.xid == xid && e.node == node)
         {
             e.added = added;
+            e.sent &= sent;
             return;
         }
         match self.entries.iter_mut().find(|e| !e.used) {
@@ -203,6 +209,7 @@ impl Fence {
                     database,
                     xid,
                     node,
+                    sent,
                     added,
                 }
             }
@@ -217,11 +224,15 @@ impl Fence {
     }
 
     /// Leaves the fence; `committed`: a commit that did (or may have), whose
-    /// nodes in `unfinished` stay in doubt.
-    fn leave(&mut self, me: usize, committed: bool, unfinished: &[Node]) {
+    /// nodes in `unfinished` stay in doubt, and those in `sent` until the
+    /// answers of their `COMMIT PREPARED` are read.
+    fn leave(&mut self, me: usize, committed: bool, unfinished: &[Node], sent: &[Node]) {
         let s = self.slots[me];
         for node in unfinished {
-            self.add_entry(s.database, s.xid, *node);
+            self.add_entry(s.database, s.xid, *node, false);
+        }
+        for node in sent {
+            self.add_entry(s.database, s.xid, *node, true);
         }
         if committed && s.local {
             let old = self.recent[self.recent_next];
@@ -316,14 +327,14 @@ fn arrive(me: usize, class: u8, xid: u64, local: bool, nodes: &[Node]) {
     AT_FENCE.with(|a| a.set(true));
 }
 
-/// Clears this backend's slot, if it is at the fence; `committed`, and
-/// `unfinished`: as `Fence::leave`. Never raises.
-fn depart(committed: bool, unfinished: &[Node]) {
+/// Clears this backend's slot, if it is at the fence; `committed`,
+/// `unfinished` and `sent`: as `Fence::leave`. Never raises.
+fn depart(committed: bool, unfinished: &[Node], sent: &[Node]) {
     if !AT_FENCE.with(|a| a.replace(false)) {
         return;
     }
     if let Some(me) = my_slot() {
-        FENCE.exclusive().leave(me, committed, unfinished);
+        FENCE.exclusive().leave(me, committed, unfinished, sent);
     }
 }
 
@@ -344,76 +355,208 @@ impl Commit {
         Commit(())
     }
 
-    /// Every `COMMIT PREPARED` answered; those of `unfinished` failed, so
-    /// the DT stays in doubt there until the resolver finishes it. Never
-    /// raises (the commit callback).
-    pub fn finished(self, unfinished: &[Node]) {
-        depart(true, unfinished);
+    /// Every `COMMIT PREPARED` answered, or sent without waiting (`sent`:
+    /// until `finished_late` hears of them, or a snapshot finds them
+    /// done); those of `unfinished` failed, so the DT stays in doubt there
+    /// until the resolver finishes it. Never raises (the commit callback).
+    pub fn finished(self, unfinished: &[Node], sent: &[Node]) {
+        depart(true, unfinished, sent);
         std::mem::forget(self);
     }
 }
 
 impl Drop for Commit {
     fn drop(&mut self) {
-        depart(false, &[]);
+        depart(false, &[], &[]);
+    }
+}
+
+/// The answers of a finish that did not wait (`dg.synchronous_finish =
+/// off`) were read: its `COMMIT PREPARED` on the node of `mapping`
+/// succeeded, so the DT of `xid` is no longer in doubt there.
+pub fn finished_late(xid: u64, mapping: u32) {
+    let database = database();
+    let mut f = FENCE.exclusive();
+    for e in f
+        .entries
+        .iter_mut()
+        .filter(|e| e.used && e.database == database && e.xid == xid && e.node.mapping == mapping)
+    {
+        e.used = false;
     }
 }
 
 /// Why a snapshot could not be taken in time.
-pub enum Blocked {
+pub enum Blocked<E> {
     /// A DT is in doubt on this node (its xid, and its user mapping).
     InDoubt { xid: u64, node: Node },
     /// No resolver pass has listed this node since the server started.
     NotListed { server: u32 },
     /// Commits in flight did not finish in time.
     Busy,
+    /// Asking the nodes about the DTs in doubt failed.
+    Asking(E),
 }
 
 /// A snapshot's hold on the fence, while its nodes take their snapshots.
 pub struct Snapshot(());
 
+/// How long a snapshot inside the fence waits for the `COMMIT PREPARED`s
+/// sent just before it (commits wait behind it meanwhile); past it, they
+/// count as in doubt and the snapshot waits outside, as for any other.
+const IN_FLIGHT_WAIT: Duration = Duration::from_secs(1);
+
+/// (xid, node) of the entries of `database` on `servers`; `sent`: only
+/// those, else only the others.
+fn entries_on(database: u32, servers: &[u32], sent: Option<bool>) -> Vec<(u64, Node)> {
+    FENCE
+        .share()
+        .entries
+        .iter()
+        .filter(|e| e.used && e.database == database && servers.contains(&e.node.server))
+        .filter(|e| sent.is_none_or(|s| e.sent == s))
+        .map(|e| (e.xid, e.node))
+        .collect()
+}
+
+/// Drops the entries of `database` for `finished` (xid, node).
+fn forget(database: u32, finished: &[(u64, Node)]) {
+    if finished.is_empty() {
+        return;
+    }
+    let mut f = FENCE.exclusive();
+    for e in f
+        .entries
+        .iter_mut()
+        .filter(|e| e.used && e.database == database && finished.contains(&(e.xid, e.node)))
+    {
+        e.used = false;
+    }
+}
+
+/// The `sent` entries among `left` count as in doubt from now on.
+fn demote(database: u32, left: &[(u64, Node)]) {
+    let mut f = FENCE.exclusive();
+    for e in f
+        .entries
+        .iter_mut()
+        .filter(|e| e.used && e.database == database && left.contains(&(e.xid, e.node)))
+    {
+        e.sent = false;
+    }
+}
+
 impl Snapshot {
     /// Waits until no DT is in doubt on `servers`, the resolver has listed
     /// each of them since the server started, and the fence lets it in;
     /// at `deadline`, says what it waited for.
-    pub fn enter(servers: &[u32], deadline: Instant) -> Result<Snapshot, Blocked> {
+    ///
+    /// `gone` asks the nodes which (xid, node) in doubt have no prepared
+    /// transaction left there: those are finished on that node for good (a
+    /// GID never comes back), so no longer in doubt. That is how a finish
+    /// nobody waits for (`dg.synchronous_finish = off`: an idle session's
+    /// unread answers) or one the resolver has just completed stops
+    /// holding snapshots up. Finishes sent just before the snapshot got in
+    /// are waited for inside (they land within a round trip; no new one
+    /// can start meanwhile); DTs in doubt for other reasons are waited for
+    /// outside, so commits go on.
+    pub fn enter<E>(
+        servers: &[u32],
+        deadline: Instant,
+        mut gone: impl FnMut(&[(u64, Node)], Instant) -> Result<Vec<(u64, Node)>, E>,
+    ) -> Result<Snapshot, Blocked<E>> {
         let Some(me) = my_slot() else {
             return Err(Blocked::Busy);
         };
         let database = database();
+        // What only the resolver (or time) can end: a node not listed
+        // since start, or a DT whose finish failed there.
         let blocked = || {
-            let f = FENCE.share();
-            if let Some(&server) = servers
-                .iter()
-                .find(|s| !f.listed.contains(&(database, **s)))
-            {
+            if let Some(&server) = {
+                let f = FENCE.share();
+                servers
+                    .iter()
+                    .find(|s| !f.listed.contains(&(database, **s)))
+            } {
                 return Some(Blocked::NotListed { server });
             }
-            f.entries
-                .iter()
-                .find(|e| e.used && e.database == database && servers.contains(&e.node.server))
-                .map(|e| Blocked::InDoubt {
-                    xid: e.xid,
-                    node: e.node,
-                })
+            entries_on(database, servers, Some(false))
+                .first()
+                .map(|&(xid, node)| Blocked::InDoubt { xid, node })
         };
+        let mut pause = Duration::from_millis(1);
         loop {
-            if blocked().is_none() {
-                arrive(me, SNAPSHOT, 0, false, &[]);
-                let guard = Snapshot(());
-                if !wait_to_pass(me, Some(deadline)) {
-                    return Err(blocked().unwrap_or(Blocked::Busy));
+            match blocked() {
+                None => {
+                    arrive(me, SNAPSHOT, 0, false, &[]);
+                    let guard = Snapshot(());
+                    if !wait_to_pass(me, Some(deadline)) {
+                        return Err(blocked().unwrap_or(Blocked::Busy));
+                    }
+                    let bound = deadline.min(Instant::now() + IN_FLIGHT_WAIT);
+                    if settle_in_flight(database, servers, bound, &mut gone)
+                        .map_err(Blocked::Asking)?
+                    {
+                        return Ok(guard);
+                    }
                 }
-                // Commits that were inside may have left entries as they
-                // went; then wait for the resolver like any other.
-                if blocked().is_none() {
-                    return Ok(guard);
+                // Finished since, perhaps (by the resolver): ask.
+                Some(Blocked::InDoubt { .. }) => {
+                    let asked = entries_on(database, servers, None);
+                    let finished = gone(&asked, deadline).map_err(Blocked::Asking)?;
+                    forget(database, &finished);
+                    if finished.len() == asked.len() && Instant::now() < deadline {
+                        pause = Duration::from_millis(1);
+                        continue;
+                    }
                 }
+                Some(_) => {}
             }
             match deadline.checked_duration_since(Instant::now()) {
-                // The resolver does not wake snapshot takers: poll.
-                Some(left) if !left.is_zero() => sleep(left.min(Duration::from_millis(50))),
+                // The resolver does not wake snapshot takers: poll, less
+                // and less often.
+                Some(left) if !left.is_zero() => {
+                    sleep(left.min(pause));
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
                 _ => return Err(blocked().unwrap_or(Blocked::Busy)),
+            }
+        }
+    }
+}
+
+/// Inside the fence: no commit leaves while the snapshot is there, so the
+/// entries on `servers` can only shrink (or grow by a resolver pass). Asks
+/// about them until none is left (true), or until one is in doubt for
+/// another reason or `bound` passes (false: those still sent count as in
+/// doubt, and the snapshot steps out).
+fn settle_in_flight<E>(
+    database: u32,
+    servers: &[u32],
+    bound: Instant,
+    gone: &mut impl FnMut(&[(u64, Node)], Instant) -> Result<Vec<(u64, Node)>, E>,
+) -> Result<bool, E> {
+    let mut pause = Duration::from_millis(1);
+    loop {
+        let asked = entries_on(database, servers, None);
+        if asked.is_empty() {
+            return Ok(true);
+        }
+        let finished = gone(&asked, bound)?;
+        forget(database, &finished);
+        let left = entries_on(database, servers, None);
+        if left.is_empty() {
+            return Ok(true);
+        }
+        let in_doubt = !entries_on(database, servers, Some(false)).is_empty();
+        match bound.checked_duration_since(Instant::now()) {
+            Some(d) if !d.is_zero() && !in_doubt => {
+                sleep(d.min(pause));
+                pause = (pause * 2).min(Duration::from_millis(10));
+            }
+            _ => {
+                demote(database, &left);
+                return Ok(false);
             }
         }
     }
@@ -451,7 +594,7 @@ impl Snapshot {
 
 impl Drop for Snapshot {
     fn drop(&mut self) {
-        depart(false, &[]);
+        depart(false, &[], &[]);
     }
 }
 
@@ -469,7 +612,7 @@ pub fn at_exit() {
     } else {
         Vec::new()
     };
-    depart(s.class == COMMIT, &unfinished);
+    depart(s.class == COMMIT, &unfinished, &[]);
 }
 
 /// A resolver pass is about to list the nodes; what it later reports
@@ -495,7 +638,7 @@ pub fn pass_ended(mark: u64, listed: &[u32], unfinished: &[(u64, Node)]) {
         }
     }
     for (xid, node) in unfinished {
-        f.add_entry(database, *xid, *node);
+        f.add_entry(database, *xid, *node, false);
     }
     for server in listed {
         if f.listed.contains(&(database, *server)) {

@@ -11,6 +11,7 @@ static RESOLVER_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(5000);
 static RESOLVER_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
 static DEADLOCK_CHECK_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(2000);
 static SNAPSHOT_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+static SYNCHRONOUS_FINISH: GucSetting<bool> = GucSetting::<bool>::new(true);
 
 /// How long cleanup (abort, finish) may wait on a peer when no
 /// `dg.remote_statement_timeout` is set. Interrupts are held on those paths,
@@ -77,6 +78,15 @@ pub fn init() {
         3_600_000,
         GucContext::Userset,
         GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_bool_guc(
+        c"dg.synchronous_finish",
+        c"Whether COMMIT waits for every node's COMMIT PREPARED to answer.",
+        c"Off returns once the decision is durable and every COMMIT PREPARED is sent: atomicity and \
+          durability are unchanged, but another session may for a moment not see the commit on a node.",
+        &SYNCHRONOUS_FINISH,
+        GucContext::Userset,
+        GucFlags::empty(),
     );
     GucRegistry::define_int_guc(
         c"dg.deadlock_check_interval",
@@ -150,4 +160,10 @@ pub fn deadlock_check_interval() -> Option<Duration> {
 /// `dg.snapshot_timeout`.
 pub fn snapshot_timeout() -> Duration {
     Duration::from_millis(SNAPSHOT_TIMEOUT.get().max(0) as u64)
+}
+
+/// `dg.synchronous_finish`: COMMIT waits for the answers of its
+/// `COMMIT PREPARED`s.
+pub fn synchronous_finish() -> bool {
+    SYNCHRONOUS_FINISH.get()
 }

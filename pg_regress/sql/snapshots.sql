@@ -58,4 +58,34 @@ SELECT * FROM dg.dist_snapshot() ORDER BY node;
 ROLLBACK;
 SELECT dg.dist_exec('peer1', 'DROP TABLE snapshot_t');
 SELECT dg.dist_exec('peer2', 'DROP TABLE snapshot_t');
+
+-- A finish that does not wait (README, "What COMMIT does"): per session
+-- or per transaction; a snapshot right after it, and the session's next
+-- DT, see the DT on both nodes, and nothing stays prepared.
+SHOW dg.synchronous_finish;
+SET dg.synchronous_finish = maybe;
+SELECT dg.dist_exec('peer1', 'CREATE TABLE async_t (id int)');
+SELECT dg.dist_exec('peer2', 'CREATE TABLE async_t (id int)');
+BEGIN;
+SET LOCAL dg.synchronous_finish = off;
+SELECT dg.dist_exec('peer1', 'INSERT INTO async_t VALUES (1)');
+SELECT dg.dist_exec('peer2', 'INSERT INTO async_t VALUES (2)');
+COMMIT;
+SHOW dg.synchronous_finish;
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT * FROM dg.dist_snapshot('peer1', 'peer2');
+SELECT (SELECT count(*) FROM dg.dist_query('peer1', 'SELECT * FROM async_t') AS a(id int))
+     + (SELECT count(*) FROM dg.dist_query('peer2', 'SELECT * FROM async_t') AS b(id int)) AS seen;
+COMMIT;
+SET dg.synchronous_finish = off;
+BEGIN;
+SELECT dg.dist_exec('peer1', 'INSERT INTO async_t VALUES (3)');
+SELECT dg.dist_exec('peer2', 'INSERT INTO async_t VALUES (4)');
+COMMIT;
+SELECT * FROM dg.dist_query('peer2', 'SELECT count(*) FROM async_t') AS t(n bigint);
+SELECT * FROM dg.dist_query('peer1',
+    'SELECT count(*) FROM pg_prepared_xacts WHERE gid LIKE ''dg\_%''') AS t(prepared bigint);
+RESET dg.synchronous_finish;
+SELECT dg.dist_exec('peer1', 'DROP TABLE async_t');
+SELECT dg.dist_exec('peer2', 'DROP TABLE async_t');
 RESET dg.snapshot_timeout;

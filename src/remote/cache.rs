@@ -58,6 +58,7 @@ fn with_entries<R>(f: impl FnOnce(&mut Vec<Entry>) -> R) -> R {
 /// A PUBLIC mapping's connection may have been opened by a superuser, so
 /// the password rule is checked again for the role taking it.
 pub fn take(target: &Target) -> DgResult<Connection> {
+    read_late_answers(&target.node);
     let (cached, stale) = with_entries(|entries| {
         let Some(pos) = entries
             .iter()
@@ -96,6 +97,24 @@ pub fn take(target: &Target) -> DgResult<Connection> {
         id
     });
     Ok(c)
+}
+
+/// Reads the answers still to come on the idle connections to `node`
+/// (`Connection::send_detached`), whatever their mapping: what this backend
+/// sent there is done before it uses the node again.
+fn read_late_answers(node: &str) {
+    let pending: Vec<Connection> = with_entries(|entries| {
+        entries
+            .iter_mut()
+            .filter(|e| e.node == node)
+            .filter(|e| e.idle.as_ref().is_some_and(Connection::awaits_late_answers))
+            .filter_map(|e| e.idle.take())
+            .collect()
+    });
+    for mut c in pending {
+        c.read_late_answers(cleanup_deadline());
+        give_back(c);
+    }
 }
 
 /// Returns a connection after its transaction. Broken or invalidated ones

@@ -45,6 +45,9 @@ pub struct Connection {
     /// What the `dg.dist_send` statements read so far came to, in send
     /// order, until the caller takes them.
     sent: Vec<SentOutcome>,
+    /// Detached commands read, with their tags, until the late-answer
+    /// hook has them.
+    late: Vec<(u64, Result<(), DgError>)>,
     conn: PgConn,
 }
 
@@ -66,6 +69,26 @@ enum Role {
     Sent { seq: u32, sql: String },
     /// The user's statement the caller waits on.
     Waited { sql: String },
+    /// A command nobody waits for (`send_detached`): its answer is read
+    /// at the connection's next use and goes to the late-answer hook with
+    /// `tag`.
+    Detached { tag: u64 },
+}
+
+/// The answer of a detached command, read after its sender moved on.
+pub struct LateAnswer<'a> {
+    pub node: &'a str,
+    pub mapping: pg_sys::Oid,
+    pub tag: u64,
+    pub result: Result<(), DgError>,
+}
+
+/// Who hears late answers: the upper layer that sent the commands
+/// (installed in `_PG_init`; `remote/` cannot know what a tag means).
+static LATE_ANSWER_HOOK: std::sync::OnceLock<fn(LateAnswer)> = std::sync::OnceLock::new();
+
+pub fn set_late_answer_hook(hook: fn(LateAnswer)) {
+    let _ = LATE_ANSWER_HOOK.set(hook);
 }
 
 /// What one `dg.dist_send` statement came to.
@@ -142,6 +165,7 @@ impl Connection {
             unsynced: false,
             stream_last: false,
             sent: Vec::new(),
+            late: Vec::new(),
             conn,
         };
         c.exec(SESSION_SETUP, None, deadline, WaitEvent::Connect)?;
@@ -160,10 +184,18 @@ impl Connection {
         self.conn.in_transaction()
     }
 
-    /// Healthy and idle outside any remote transaction: fit for another
-    /// transaction, unless the cache knows its catalog entries changed.
+    /// Healthy and idle outside any remote transaction, or with only
+    /// detached commands in flight (read before its next use): fit for
+    /// another transaction, unless the cache knows its catalog entries
+    /// changed.
     pub fn reusable(&self) -> bool {
-        !self.broken && !self.busy && self.conn.is_ok() && self.conn.is_idle()
+        !self.broken
+            && self.conn.is_ok()
+            && if self.busy {
+                self.awaits_late_answers()
+            } else {
+                self.conn.is_idle()
+            }
     }
 
     /// A statement someone waits on is in flight (its wait was cut short
@@ -171,7 +203,52 @@ impl Connection {
     pub fn awaits_statement(&self) -> bool {
         self.queue
             .iter()
-            .any(|q| !matches!(q.role, Role::Sent { .. }))
+            .any(|q| matches!(q.role, Role::Own | Role::Waited { .. }))
+    }
+
+    /// Only detached commands are in flight.
+    pub fn awaits_late_answers(&self) -> bool {
+        self.busy
+            && !self.unsynced
+            && !self.queue.is_empty()
+            && self
+                .queue
+                .iter()
+                .all(|q| matches!(q.role, Role::Detached { .. }))
+    }
+
+    /// Sends dg's own `sql` and moves on: nobody waits for its answer,
+    /// which is read at the connection's next use (`read_late_answers`)
+    /// and handed to the late-answer hook with `tag`.
+    pub fn send_detached(
+        &mut self,
+        sql: &str,
+        tag: u64,
+        deadline: Option<Instant>,
+        event: WaitEvent,
+    ) -> DgResult<()> {
+        let until = (deadline, event);
+        self.queue_and_flush(&[], Role::Detached { tag }, true, until, |c| {
+            c.send_query(sql)
+        })
+    }
+
+    /// Reads the answers of the detached commands in flight, within
+    /// `deadline`; a connection that cannot is left broken.
+    pub fn read_late_answers(&mut self, deadline: Option<Instant>) {
+        if !self.awaits_late_answers() {
+            return;
+        }
+        if let Err(e) = self.collect(deadline, WaitEvent::CommitPrepared, None) {
+            // Cut short (a timeout): what was not read is unknown.
+            self.broken = true;
+            for q in std::mem::take(&mut self.queue) {
+                if let Role::Detached { tag } = q.role {
+                    self.late.push((tag, Err(e.clone())));
+                }
+            }
+            self.pass_on_late_answers();
+        }
     }
 
     /// Queues `sql` (extended protocol when `params` is given, else simple
@@ -451,15 +528,18 @@ impl Connection {
             self.broken = true;
             let e = self.lost(self.conn.error_message());
             for q in std::mem::take(&mut self.queue) {
-                if let Role::Sent { seq, .. } = q.role {
-                    self.sent.push(SentOutcome {
+                match q.role {
+                    Role::Sent { seq, .. } => self.sent.push(SentOutcome {
                         seq,
                         result: SentResult::Failed(e.clone()),
-                    });
+                    }),
+                    Role::Detached { tag } => self.late.push((tag, Err(e.clone()))),
+                    _ => {}
                 }
             }
             first_error.get_or_insert(e);
         }
+        self.pass_on_late_answers();
         match first_error {
             Some(e) => Err(e),
             None => Ok(outcome),
@@ -492,6 +572,7 @@ impl Connection {
                     outcome.rows_affected = done.rows;
                 }
             }
+            Role::Detached { tag } => self.late.push((tag, done.error.map_or(Ok(()), Err))),
             Role::Own => {
                 if let Some(e) = done.error {
                     first_error.get_or_insert(e);
@@ -602,6 +683,22 @@ impl Connection {
         }
     }
 
+    /// Hands the detached commands' answers read so far to the hook.
+    fn pass_on_late_answers(&mut self) {
+        let Some(hook) = LATE_ANSWER_HOOK.get() else {
+            self.late.clear();
+            return;
+        };
+        for (tag, result) in std::mem::take(&mut self.late) {
+            hook(LateAnswer {
+                node: &self.node,
+                mapping: self.mapping,
+                tag,
+                result,
+            });
+        }
+    }
+
     /// Reports the notices libpq queued during the last calls: to the
     /// client while the user's statement is the one being read, else to
     /// the server log. A cancel that arrives meanwhile is served at the
@@ -610,7 +707,7 @@ impl Connection {
         let to_client = self
             .queue
             .front()
-            .is_some_and(|q| !matches!(q.role, Role::Own));
+            .is_some_and(|q| matches!(q.role, Role::Sent { .. } | Role::Waited { .. }));
         for notice in self.conn.take_notices() {
             notice.report(&self.node, to_client);
         }

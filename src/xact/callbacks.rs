@@ -27,6 +27,7 @@ pub fn init() {
         pg_sys::RegisterSubXactCallback(Some(subxact_callback), std::ptr::null_mut());
         pg_sys::before_shmem_exit(Some(at_exit), pg_sys::Datum::from(0));
     }
+    crate::remote::connection::set_late_answer_hook(super::dt::late_finish);
 }
 
 /// Does the local transaction's end decide this DT?

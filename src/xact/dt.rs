@@ -14,13 +14,14 @@ use crate::faults::{self, Point};
 use crate::fdw;
 use crate::fence;
 use crate::gid::Gid;
+use crate::gucs;
 use crate::registry::Registration;
 use crate::remote::cache;
-use crate::remote::connection::{Outcome, SentResult};
+use crate::remote::connection::{LateAnswer, Outcome, SentResult};
 use crate::remote::wait::{cleanup_deadline, statement_deadline, WaitEvent};
 use crate::stats::{self, Event, Step};
 use crate::wakeup;
-use pgrx::pg_sys;
+use pgrx::{pg_sys, PgLogLevel};
 use std::time::Instant;
 
 /// Asked of a participant that only ran queries: did they write anyway
@@ -64,6 +65,8 @@ pub struct Dt {
     /// Held from just before the local commit of a two-phase DT until its
     /// finish (src/README.md, "The commit fence").
     fence: Option<fence::Commit>,
+    /// The local full xid of a two-phase DT, once decided.
+    xid: u64,
     /// The servers of the DT's consistent snapshot, once taken: no other
     /// node may join.
     snapshot: Option<Vec<u32>>,
@@ -103,26 +106,45 @@ fn broadcast(
         .collect()
 }
 
-/// `broadcast`, or, when fault `point` is armed with k, the first k
-/// commands, the fault, then the rest (test builds only).
-fn broadcast_split(
+/// Sends `cmd(p)` to every participant it names and moves on: nobody
+/// waits for the answers, which go to `late_finish` with `tag` when the
+/// connection is next used.
+fn detach(
     parts: &mut [Participant],
-    until: (Option<Instant>, WaitEvent),
+    (deadline, event): (Option<Instant>, WaitEvent),
+    tag: u64,
+    mut cmd: impl FnMut(&Participant) -> Option<String>,
+) -> Vec<Option<DgResult<()>>> {
+    parts
+        .iter_mut()
+        .map(|p| cmd(p).map(|sql| p.conn.send_detached(&sql, tag, deadline, event)))
+        .collect()
+}
+
+/// `run` (a broadcast) over the commands `cmd` names, or, when fault
+/// `point` is armed with k, over the first k, the fault, then the rest
+/// (test builds only).
+fn split<R>(
+    parts: &mut [Participant],
     point: Point,
     cmd: impl Fn(&Participant) -> Option<String>,
-) -> Vec<Option<DgResult<Outcome>>> {
+    mut run: impl FnMut(
+        &mut [Participant],
+        &mut dyn FnMut(&Participant) -> Option<String>,
+    ) -> Vec<Option<R>>,
+) -> Vec<Option<R>> {
     let Some(k) = faults::split(point) else {
-        return broadcast(parts, until, cmd);
+        return run(parts, &mut |p| cmd(p));
     };
     let mut sent = 0;
-    let first = broadcast(parts, until, |p| {
+    let first = run(parts, &mut |p| {
         let c = cmd(p)?;
         sent += 1;
         (sent <= k).then_some(c)
     });
     faults::hit(point);
     let mut seen = 0;
-    let rest = broadcast(parts, until, |p| {
+    let rest = run(parts, &mut |p| {
         let c = cmd(p)?;
         seen += 1;
         (seen > k).then_some(c)
@@ -144,6 +166,7 @@ impl Dt {
             sends: Sends::default(),
             registration: Registration::enter(),
             fence: None,
+            xid: 0,
             snapshot: None,
         }
     }
@@ -395,15 +418,16 @@ impl Dt {
             }
         }
         let started = Instant::now();
-        let results = broadcast_split(
+        let until = (deadline, WaitEvent::Prepare);
+        let results = split(
             &mut self.participants,
-            (deadline, WaitEvent::Prepare),
             Point::AfterPrepare,
             |p| match (p.state, &p.gid) {
                 (RemoteState::Open, Some(gid)) => Some(prepare_statement(gid)),
                 (RemoteState::Open, None) => Some("COMMIT".to_string()),
                 _ => None,
             },
+            |parts, cmd| broadcast(parts, until, cmd),
         );
         let mut first_error = self.settle_sends();
         for (p, r) in self.participants.iter_mut().zip(results) {
@@ -442,6 +466,7 @@ impl Dt {
             })
             .collect();
         self.fence = Some(fence::Commit::enter(xid, local_writes, &prepared));
+        self.xid = xid;
         self.deciding_since = Some(Instant::now());
         let prepared: Vec<(u32, Option<u64>)> = self
             .participants
@@ -454,7 +479,9 @@ impl Dt {
         Ok(())
     }
 
-    /// After the local commit: COMMIT PREPARED everywhere. Never raises; a
+    /// After the local commit: COMMIT PREPARED everywhere, waiting for the
+    /// answers unless `dg.synchronous_finish` is off (then they are read
+    /// when each connection is next used: `late_finish`). Never raises; a
     /// peer that cannot be finished now is left to the resolver.
     pub(super) fn finish(&mut self) {
         if let Some(since) = self.deciding_since {
@@ -462,33 +489,51 @@ impl Dt {
             faults::hit(Point::AfterLocalCommit);
         }
         let started = Instant::now();
-        let results = broadcast_split(
-            &mut self.participants,
-            (cleanup_deadline(), WaitEvent::CommitPrepared),
-            Point::BetweenFinishes,
-            |p| {
-                (p.state == RemoteState::Prepared)
-                    .then(|| format!("COMMIT PREPARED '{}'", p.gid.as_deref().unwrap_or_default()))
-            },
-        );
-        let mut unfinished = Vec::new();
+        let until = (cleanup_deadline(), WaitEvent::CommitPrepared);
+        let commit = |p: &Participant| {
+            (p.state == RemoteState::Prepared)
+                .then(|| format!("COMMIT PREPARED '{}'", p.gid.as_deref().unwrap_or_default()))
+        };
+        let wait = gucs::synchronous_finish();
+        let point = Point::BetweenFinishes;
+        let results: Vec<Option<DgResult<()>>> = if wait {
+            split(&mut self.participants, point, commit, |parts, cmd| {
+                broadcast(parts, until, cmd)
+            })
+            .into_iter()
+            .map(|r| r.map(|r| r.map(drop)))
+            .collect()
+        } else {
+            let xid = self.xid;
+            split(&mut self.participants, point, commit, |parts, cmd| {
+                detach(parts, until, xid, cmd)
+            })
+        };
+        let (mut unfinished, mut sent) = (Vec::new(), Vec::new());
         for (p, r) in self.participants.iter_mut().zip(results) {
-            if r.is_some() {
-                if !settle_prepared(&p.conn.node, "commit", r) {
-                    unfinished.push(fence::Node {
-                        server: p.server.to_u32(),
-                        mapping: p.conn.mapping.to_u32(),
-                    });
+            let Some(r) = r else { continue };
+            let node = fence::Node {
+                server: p.server.to_u32(),
+                mapping: p.conn.mapping.to_u32(),
+            };
+            match r {
+                Ok(()) if !wait => sent.push(node),
+                r => {
+                    if !settle_prepared(&p.conn.node, "commit", r, PgLogLevel::WARNING) {
+                        unfinished.push(node);
+                    }
                 }
-                p.state.end();
             }
+            p.state.end();
         }
         if let Some(f) = self.fence.take() {
-            f.finished(&unfinished);
+            f.finished(&unfinished, &sent);
         }
         match self.protocol {
             Some(Protocol::TwoPhase) => {
-                stats::time(Step::Finish, started.elapsed());
+                if wait {
+                    stats::time(Step::Finish, started.elapsed());
+                }
                 stats::count(Event::Committed2pc);
             }
             Some(_) => stats::count(Event::Committed1pc),
@@ -521,7 +566,8 @@ impl Dt {
                 continue;
             }
             if p.state.maybe_prepared() {
-                settle_prepared(&p.conn.node, "roll back", r);
+                let r = r.expect("sent above").map(drop);
+                settle_prepared(&p.conn.node, "roll back", r, PgLogLevel::WARNING);
             }
             p.state.end();
         }
@@ -644,14 +690,22 @@ impl Dt {
             .iter()
             .map(|p| p.server.to_u32())
             .collect();
-        let deadline = Instant::now() + crate::gucs::snapshot_timeout();
-        let held = fence::Snapshot::enter(&servers, deadline).map_err(|b| self.blocked(b))?;
+        let timeout = gucs::snapshot_timeout();
+        let deadline = Instant::now() + timeout;
+        let parts = &mut self.participants;
+        let held = fence::Snapshot::enter(&servers, deadline, |asked, until| {
+            gone_from_nodes(parts, asked, until)
+        })
+        .map_err(|b| self.blocked(b))?;
         // SAFETY: the local transaction's snapshot, taken at its first
         // statement (REPEATABLE READ keeps it).
         if held.local_skew(unsafe { pg_sys::GetTransactionSnapshot() }) {
             return Err(DgError::SnapshotSkew);
         }
-        let deadline = statement_deadline();
+        // Commits wait while the fence is held: bounded like the wait to
+        // get in, whatever the statement timeout.
+        let bound = Instant::now() + timeout;
+        let deadline = Some(statement_deadline().map_or(bound, |d| d.min(bound)));
         let begin = self.begin_sql.clone();
         let sqls: Vec<String> = self
             .participants
@@ -673,8 +727,9 @@ impl Dt {
     }
 
     /// The error of a snapshot that waited in vain.
-    fn blocked(&self, b: fence::Blocked) -> DgError {
+    fn blocked(&self, b: fence::Blocked<DgError>) -> DgError {
         match b {
+            fence::Blocked::Asking(e) => e,
             fence::Blocked::InDoubt { xid, node } => DgError::SnapshotInDoubt {
                 node: self.node_of(node.server),
                 gid: Gid {
@@ -709,6 +764,53 @@ impl Dt {
     }
 }
 
+/// Which of `asked` (a DT in doubt on a node) have no prepared transaction
+/// left on their node, asked of every node concerned in one round trip by
+/// the snapshot's own connections (before their transactions begin).
+fn gone_from_nodes(
+    parts: &mut [Participant],
+    asked: &[(u64, fence::Node)],
+    until: Instant,
+) -> DgResult<Vec<(u64, fence::Node)>> {
+    let coordinator = catalog::coordinator_id();
+    // SAFETY: reads the backend's database oid.
+    let database = unsafe { pg_sys::MyDatabaseId }.to_u32();
+    let gid = |&(xid, node): &(u64, fence::Node)| {
+        Gid {
+            coordinator: coordinator.clone(),
+            database,
+            xid,
+            mapping: node.mapping,
+        }
+        .to_string()
+    };
+    // GIDs are dg's own (hex, digits, '-', '_'): safe as literals.
+    let results = broadcast(parts, (Some(until), WaitEvent::Result), |p| {
+        let gids: Vec<String> = asked
+            .iter()
+            .filter(|(_, n)| n.server == p.server.to_u32())
+            .map(|a| format!("'{}'", gid(a)))
+            .collect();
+        (!gids.is_empty()).then(|| {
+            format!(
+                "SELECT gid FROM pg_catalog.pg_prepared_xacts WHERE gid IN ({})",
+                gids.join(", ")
+            )
+        })
+    });
+    let mut prepared = Vec::new();
+    for r in results.into_iter().flatten() {
+        if let Some(t) = r?.tuples {
+            prepared.extend((0..t.ntuples()).filter_map(|i| t.text(i, 0)));
+        }
+    }
+    Ok(asked
+        .iter()
+        .filter(|a| !prepared.contains(&gid(a)))
+        .copied()
+        .collect())
+}
+
 /// The command was not run: a send before it in the pipeline failed, so
 /// the remote transaction is still open (and aborted).
 fn skipped(r: &DgResult<Outcome>) -> bool {
@@ -716,23 +818,23 @@ fn skipped(r: &DgResult<Outcome>) -> bool {
 }
 
 /// The end of COMMIT or ROLLBACK PREPARED on one peer: whether it is
-/// finished there. A failure is a WARNING and wakes the resolver: it
-/// finishes the job.
-fn settle_prepared(node: &str, action: &'static str, r: Option<DgResult<Outcome>>) -> bool {
+/// finished there. A failure is reported at `level` and wakes the
+/// resolver: it finishes the job.
+fn settle_prepared(node: &str, action: &'static str, r: DgResult<()>, level: PgLogLevel) -> bool {
     let e = match r {
-        None | Some(Ok(_)) => return true,
+        Ok(()) => return true,
         // Another finisher (the resolver) got there first, or the node
         // lost the prepared transaction. Only the node's word on the
         // remote xid tells which: the resolver asks it when it forgets the
         // decision, so a commit asks for a pass now (src/README.md, "Lost
         // commits"). A rollback that finds nothing has nothing to lose.
-        Some(Err(DgError::Remote(e))) if e.is_undefined_object() => {
+        Err(DgError::Remote(e)) if e.is_undefined_object() => {
             if action == "commit" {
                 wakeup::request_resolver_pass();
             }
             return true;
         }
-        Some(Err(e)) => e,
+        Err(e) => e,
     };
     stats::count(Event::FinishFailure {
         reachable: !e.is_unreachable(),
@@ -744,6 +846,17 @@ fn settle_prepared(node: &str, action: &'static str, r: Option<DgResult<Outcome>
         cause: e.message(),
         detail: e.detail(),
     }
-    .warn();
+    .report_below_error(level, None);
     false
+}
+
+/// The answer of a `COMMIT PREPARED` that a finish did not wait for
+/// (`dg.synchronous_finish = off`), read when its connection was next
+/// used: done there, or left to the resolver as after any failed finish.
+/// Logged, not warned: the statement running now is not the one whose
+/// commit it finishes.
+pub(super) fn late_finish(a: LateAnswer) {
+    if settle_prepared(a.node, "commit", a.result, PgLogLevel::LOG) {
+        fence::finished_late(a.tag, a.mapping.to_u32());
+    }
 }

@@ -460,9 +460,14 @@ impl Node {
     }
 
     /// `coordinator`, with the binaries of `pg` (dg must be installed there).
+    /// `DG_TEST_COORDINATOR_CONF` (lines) comes after `extra_conf`, so a
+    /// whole suite can run with a setting changed (scripts/test.sh runs
+    /// the fault suites again with `dg.synchronous_finish = off`).
     pub fn coordinator_on(pg: &'static Pg, name: &str, extra_conf: &[&str]) -> Node {
         let mut conf = vec!["shared_preload_libraries = 'dg'"];
         conf.extend_from_slice(extra_conf);
+        let from_env = std::env::var("DG_TEST_COORDINATOR_CONF").unwrap_or_default();
+        conf.extend(from_env.lines().filter(|l| !l.trim().is_empty()));
         Node::start_on(pg, name, &conf)
     }
 
