@@ -2,7 +2,8 @@
 # The long chaos bank run (tests/tests/chaos.rs, whose short run is part of
 # `make test`): sets up and installs dg, then runs the chaos test until it
 # has injected at least DG_CHAOS_FAULTS faults and run DG_CHAOS_SECONDS,
-# and prints its figures (faults, transfers, invariant violations).
+# and prints its figures (faults, transfers, consistent reads by outcome,
+# invariant violations).
 #
 #   DG_CHAOS_FAULTS  least number of faults (default 1000)
 #   DG_CHAOS_SECONDS least running time (default 60)

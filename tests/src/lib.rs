@@ -790,6 +790,95 @@ pub fn dist_exec_each(c: &mut Client, nodes: &[&str], sql: &str) {
     }
 }
 
+/// The money of a bank spread over `peer1..peerN` (the sum of every
+/// peer's `accounts.balance`), read in one block: in a consistent snapshot
+/// (`dg.dist_snapshot()`, all the nodes), or with each node's own
+/// REPEATABLE READ snapshot, taken as the block first reads it. A failed
+/// block is rolled back, so the session can read again.
+pub fn read_total(c: &mut Client, peers: usize, consistent: bool) -> Result<i64, postgres::Error> {
+    let read = |c: &mut Client| -> Result<i64, postgres::Error> {
+        c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ")?;
+        if consistent {
+            c.batch_execute("SELECT dg.dist_snapshot()")?;
+        }
+        let mut sum = 0;
+        for i in 1..=peers {
+            sum += c
+                .query_one(
+                    &format!(
+                        "SELECT s FROM dg.dist_query('peer{i}', 'SELECT sum(balance)::bigint FROM accounts') AS t(s bigint)"
+                    ),
+                    &[],
+                )?
+                .get::<_, i64>(0);
+        }
+        c.batch_execute("COMMIT")?;
+        Ok(sum)
+    };
+    read(c).inspect_err(|_| {
+        let _ = c.batch_execute("ROLLBACK");
+    })
+}
+
+/// What a reader of bank totals saw: reads that returned the expected
+/// total, reads that returned another one, and failed reads by SQLSTATE
+/// (`none` for a client-side or connection error), with the first
+/// message of each.
+#[derive(Debug, Default)]
+pub struct Reads {
+    pub ok: u64,
+    pub wrong: u64,
+    pub errors: std::collections::BTreeMap<String, (u64, String)>,
+}
+
+impl Reads {
+    /// Counts one read of `read_total` that should have seen `expected`.
+    pub fn record(&mut self, read: Result<i64, postgres::Error>, expected: i64) {
+        match read {
+            Ok(sum) if sum == expected => self.ok += 1,
+            Ok(_) => self.wrong += 1,
+            Err(e) => {
+                let code = sqlstate(&e).unwrap_or("none").to_string();
+                self.errors.entry(code).or_insert((0, error_text(&e))).0 += 1;
+            }
+        }
+    }
+
+    /// Adds another reader's counts.
+    pub fn add(&mut self, other: Reads) {
+        self.ok += other.ok;
+        self.wrong += other.wrong;
+        for (code, (n, text)) in other.errors {
+            self.errors.entry(code).or_insert((0, text)).0 += n;
+        }
+    }
+
+    /// Failed reads of every kind.
+    pub fn failed(&self) -> u64 {
+        self.errors.values().map(|e| e.0).sum()
+    }
+
+    /// `ok N / wrong N / errors {55P03: N, ...}`, and the first message of
+    /// each kind of error.
+    pub fn summary(&self) -> String {
+        let counts: Vec<String> = self
+            .errors
+            .iter()
+            .map(|(code, (n, _))| format!("{code}: {n}"))
+            .collect();
+        let mut s = format!(
+            "ok {} / wrong {} / errors {{{}}}",
+            self.ok,
+            self.wrong,
+            counts.join(", ")
+        );
+        for (code, (_, text)) in &self.errors {
+            s += &format!("\n  first {code}: {}", text.replace('\n', " | "));
+        }
+        s
+    }
+}
+
 /// The SQLSTATE of a server error, if it is one.
 pub fn sqlstate(e: &postgres::Error) -> Option<&str> {
     e.code().map(|c| c.code())

@@ -6,7 +6,9 @@
 
 use dg_tests::postgres::Client;
 use dg_tests::proxy::{Mode, Proxy};
-use dg_tests::{dist_exec, error_text, expect_sqlstate, scalar, wait_until, Cluster, Db};
+use dg_tests::{
+    dist_exec, error_text, expect_sqlstate, read_total, scalar, wait_until, Cluster, Db, Reads,
+};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -27,32 +29,10 @@ fn bank(db: &Db) {
     ));
 }
 
-/// The money on every peer, read in one block: with a consistent
-/// snapshot, or with each node's own REPEATABLE READ snapshot, taken as
-/// the block first reads it.
+/// The money on every peer, in a consistent snapshot or not
+/// (`read_total`).
 fn total(c: &mut Client, consistent: bool) -> Result<i64, dg_tests::postgres::Error> {
-    let read = |c: &mut Client| -> Result<i64, dg_tests::postgres::Error> {
-        c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ")?;
-        if consistent {
-            c.batch_execute("SELECT dg.dist_snapshot()")?;
-        }
-        let mut sum = 0;
-        for i in 1..=PEERS {
-            sum += c
-                .query_one(
-                    &format!(
-                        "SELECT s FROM dg.dist_query('peer{i}', 'SELECT sum(balance)::bigint FROM accounts') AS t(s bigint)"
-                    ),
-                    &[],
-                )?
-                .get::<_, i64>(0);
-        }
-        c.batch_execute("COMMIT")?;
-        Ok(sum)
-    };
-    read(c).inspect_err(|_| {
-        let _ = c.batch_execute("ROLLBACK");
-    })
+    read_total(c, PEERS, consistent)
 }
 
 /// Moves `amount` from account `id` of peer `from` to the same account
@@ -138,20 +118,11 @@ fn consistent_readers_never_see_a_transfer_half_done() {
         let stop = stop.clone();
         let mut c = db.coord();
         thread::spawn(move || {
-            let (mut reads, mut wrong) = (0u64, 0u64);
-            while !stop.load(Ordering::Relaxed) {
-                match total(&mut c, consistent) {
-                    Ok(sum) => {
-                        reads += 1;
-                        wrong += u64::from(sum != TOTAL);
-                    }
-                    Err(e) => {
-                        let _ = c.batch_execute("ROLLBACK");
-                        panic!("a read failed: {}", error_text(&e));
-                    }
-                }
+            let mut reads = Reads::default();
+            while !stop.load(Ordering::Relaxed) && reads.failed() == 0 {
+                reads.record(total(&mut c, consistent), TOTAL);
             }
-            (reads, wrong)
+            reads
         })
     };
     let consistent = run(true);
@@ -168,20 +139,29 @@ fn consistent_readers_never_see_a_transfer_half_done() {
     for w in writers {
         w.join().unwrap();
     }
-    let (reads, wrong) = consistent.join().unwrap();
-    let (plain_reads, plain_wrong) = plain.join().unwrap();
+    let consistent = consistent.join().unwrap();
+    let plain = plain.join().unwrap();
     println!(
-        "transfers committed: {}; consistent reads: {reads}, wrong sums {wrong}; plain reads: {plain_reads}, wrong sums {plain_wrong}",
-        committed.load(Ordering::Relaxed)
-    );
-    assert!(reads >= 100, "only {reads} consistent reads ran");
-    assert_eq!(
-        wrong, 0,
-        "{wrong} of {reads} consistent reads saw a transfer half done"
+        "transfers committed: {}; consistent reads: {}; plain reads: {}",
+        committed.load(Ordering::Relaxed),
+        consistent.summary(),
+        plain.summary()
     );
     assert!(
-        plain_wrong > 0,
-        "the {plain_reads} plain reads never saw a transfer half done: the test cannot tell"
+        consistent.errors.is_empty() && plain.errors.is_empty(),
+        "a read failed"
+    );
+    let reads = consistent.ok + consistent.wrong;
+    assert!(reads >= 100, "only {reads} consistent reads ran");
+    assert_eq!(
+        consistent.wrong, 0,
+        "{} of {reads} consistent reads saw a transfer half done",
+        consistent.wrong
+    );
+    assert!(
+        plain.wrong > 0,
+        "the {} plain reads never saw a transfer half done: the test cannot tell",
+        plain.ok
     );
     let mut c = db.coord();
     assert_eq!(total(&mut c, true).unwrap(), TOTAL);
@@ -279,20 +259,11 @@ fn after_a_restart_snapshots_wait_for_the_resolver_to_look() {
         .unwrap();
     c.batch_execute("SELECT pg_reload_conf()").unwrap();
     c.batch_execute("SET dg.snapshot_timeout = '10s'").unwrap();
-    let sum = |c: &mut Client| -> i64 {
-        c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT dg.dist_snapshot()")
-            .unwrap();
-        let mut s = 0;
-        for i in 1..=2 {
-            s += scalar(
-                c,
-                &format!("SELECT s FROM dg.dist_query('peer{i}', 'SELECT sum(balance)::bigint FROM accounts') AS t(s bigint)"),
-            );
-        }
-        c.batch_execute("COMMIT").unwrap();
-        s
-    };
-    assert_eq!(sum(&mut c), 20_000, "the transfer is wholly there");
+    assert_eq!(
+        read_total(&mut c, 2, true).unwrap(),
+        20_000,
+        "the transfer is wholly there"
+    );
     assert_eq!(db.prepared_all(), 0);
     assert_eq!(db.balance(2, 1) + db.balance(1, 1), 2000);
 }
