@@ -356,7 +356,7 @@ impl Commit {
     }
 
     /// Every `COMMIT PREPARED` answered, or sent without waiting (`sent`:
-    /// until `finished_late` hears of them, or a snapshot finds them
+    /// until `answered_late` hears of them, or a snapshot finds them
     /// done); those of `unfinished` failed, so the DT stays in doubt there
     /// until the resolver finishes it. Never raises (the commit callback).
     pub fn finished(self, unfinished: &[Node], sent: &[Node]) {
@@ -371,10 +371,11 @@ impl Drop for Commit {
     }
 }
 
-/// The answers of a finish that did not wait (`dg.synchronous_finish =
-/// off`) were read: its `COMMIT PREPARED` on the node of `mapping`
-/// succeeded, so the DT of `xid` is no longer in doubt there.
-pub fn finished_late(xid: u64, mapping: u32) {
+/// The answer of a finish that did not wait (`dg.synchronous_finish =
+/// off`) was read on the node of `mapping`: its `COMMIT PREPARED`
+/// succeeded (`finished`: the DT of `xid` is no longer in doubt there), or
+/// failed (in doubt until the resolver finishes it, no longer on its way).
+pub fn answered_late(xid: u64, mapping: u32, finished: bool) {
     let database = database();
     let mut f = FENCE.exclusive();
     for e in f
@@ -382,7 +383,8 @@ pub fn finished_late(xid: u64, mapping: u32) {
         .iter_mut()
         .filter(|e| e.used && e.database == database && e.xid == xid && e.node.mapping == mapping)
     {
-        e.used = false;
+        e.used = !finished;
+        e.sent = false;
     }
 }
 
@@ -452,7 +454,8 @@ impl Snapshot {
     /// at `deadline`, says what it waited for.
     ///
     /// `gone` asks the nodes which (xid, node) in doubt have no prepared
-    /// transaction left there: those are finished on that node for good (a
+    /// transaction left there, within the deadline given (none: as any
+    /// statement): those are finished on that node for good (a
     /// GID never comes back), so no longer in doubt. That is how a finish
     /// nobody waits for (`dg.synchronous_finish = off`: an idle session's
     /// unread answers) or one the resolver has just completed stops
@@ -463,7 +466,7 @@ impl Snapshot {
     pub fn enter<E>(
         servers: &[u32],
         deadline: Instant,
-        mut gone: impl FnMut(&[(u64, Node)], Instant) -> Result<Vec<(u64, Node)>, E>,
+        mut gone: impl FnMut(&[(u64, Node)], Option<Instant>) -> Result<Vec<(u64, Node)>, E>,
     ) -> Result<Snapshot, Blocked<E>> {
         let Some(me) = my_slot() else {
             return Err(Blocked::Busy);
@@ -503,7 +506,9 @@ impl Snapshot {
                 // Finished since, perhaps (by the resolver): ask.
                 Some(Blocked::InDoubt { .. }) => {
                     let asked = entries_on(database, servers, None);
-                    let finished = gone(&asked, deadline).map_err(Blocked::Asking)?;
+                    // Asked as any statement is (outside the fence nobody
+                    // waits for it): a slow answer is not a DT in doubt.
+                    let finished = gone(&asked, None).map_err(Blocked::Asking)?;
                     forget(database, &finished);
                     if finished.len() == asked.len() && Instant::now() < deadline {
                         pause = Duration::from_millis(1);
@@ -534,7 +539,7 @@ fn settle_in_flight<E>(
     database: u32,
     servers: &[u32],
     bound: Instant,
-    gone: &mut impl FnMut(&[(u64, Node)], Instant) -> Result<Vec<(u64, Node)>, E>,
+    gone: &mut impl FnMut(&[(u64, Node)], Option<Instant>) -> Result<Vec<(u64, Node)>, E>,
 ) -> Result<bool, E> {
     let mut pause = Duration::from_millis(1);
     loop {
@@ -542,7 +547,7 @@ fn settle_in_flight<E>(
         if asked.is_empty() {
             return Ok(true);
         }
-        let finished = gone(&asked, bound)?;
+        let finished = gone(&asked, Some(bound))?;
         forget(database, &finished);
         let left = entries_on(database, servers, None);
         if left.is_empty() {

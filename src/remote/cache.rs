@@ -58,26 +58,24 @@ fn with_entries<R>(f: impl FnOnce(&mut Vec<Entry>) -> R) -> R {
 /// A PUBLIC mapping's connection may have been opened by a superuser, so
 /// the password rule is checked again for the role taking it.
 pub fn take(target: &Target) -> DgResult<Connection> {
-    read_late_answers(&target.node);
-    let (cached, stale) = with_entries(|entries| {
-        let Some(pos) = entries
-            .iter()
-            .position(|e| e.mapping == target.mapping && e.idle.is_some())
-        else {
-            return (None, None);
-        };
-        let e = &mut entries[pos];
+    read_late_answers(&target.node, target.mapping);
+    let cached = with_entries(|entries| {
+        let e = entries
+            .iter_mut()
+            .find(|e| e.mapping == target.mapping && e.idle.is_some())?;
         let c = e.idle.take().expect("an idle entry holds its connection");
-        if !e.invalidated && c.reusable() && (c.used_password || !target.password_required) {
-            (Some(c), None)
-        } else {
-            entries.remove(pos);
-            (None, Some(c))
-        }
+        Some((c, e.invalidated))
     });
-    drop(stale);
-    if let Some(c) = cached {
-        return Ok(c);
+    if let Some((mut c, invalidated)) = cached {
+        // Outside the borrow: a late answer may be reported.
+        c.check_late_answers();
+        if !invalidated && c.reusable() && (c.used_password || !target.password_required) {
+            return Ok(c);
+        }
+        with_entries(|entries| entries.retain(|e| e.id != c.entry));
+        // Its peer may not have run them yet; a new connection must not
+        // overtake them.
+        c.read_late_answers(cleanup_deadline());
     }
     let mut c = Connection::open(target)?;
     c.entry = with_entries(|entries| {
@@ -99,14 +97,16 @@ pub fn take(target: &Target) -> DgResult<Connection> {
     Ok(c)
 }
 
-/// Reads the answers still to come on the idle connections to `node`
-/// (`Connection::send_detached`), whatever their mapping: what this backend
-/// sent there is done before it uses the node again.
-fn read_late_answers(node: &str) {
+/// Reads the answers still to come (`Connection::send_detached`) on the
+/// idle connections to `node` of other mappings than `lending`, so what
+/// this backend sent there is done before it uses the node again. The
+/// connection being lent needs no wait: whatever it runs next is queued
+/// behind those answers, and the peer runs it after them.
+fn read_late_answers(node: &str, lending: pg_sys::Oid) {
     let pending: Vec<Connection> = with_entries(|entries| {
         entries
             .iter_mut()
-            .filter(|e| e.node == node)
+            .filter(|e| e.node == node && e.mapping != lending)
             .filter(|e| e.idle.as_ref().is_some_and(Connection::awaits_late_answers))
             .filter_map(|e| e.idle.take())
             .collect()

@@ -229,7 +229,7 @@ impl Connection {
     ) -> DgResult<()> {
         let until = (deadline, event);
         self.queue_and_flush(&[], Role::Detached { tag }, true, until, |c| {
-            c.send_query(sql)
+            c.send_query_params(sql, &[])
         })
     }
 
@@ -241,14 +241,30 @@ impl Connection {
         }
         if let Err(e) = self.collect(deadline, WaitEvent::CommitPrepared, None) {
             // Cut short (a timeout): what was not read is unknown.
-            self.broken = true;
-            for q in std::mem::take(&mut self.queue) {
-                if let Role::Detached { tag } = q.role {
-                    self.late.push((tag, Err(e.clone())));
-                }
-            }
-            self.pass_on_late_answers();
+            self.fail_late_answers(e);
         }
+    }
+
+    /// Without waiting: whether the peer closed the connection while
+    /// answers were still due (its detached commands then failed, as far
+    /// as anyone can tell, and the connection is broken), so the cache
+    /// opens another instead of lending this one.
+    pub fn check_late_answers(&mut self) {
+        if self.awaits_late_answers() && !self.conn.consume_input() {
+            let e = self.lost(self.conn.error_message());
+            self.fail_late_answers(e);
+        }
+    }
+
+    /// The detached commands not read yet failed with `e`.
+    fn fail_late_answers(&mut self, e: DgError) {
+        self.broken = true;
+        for q in std::mem::take(&mut self.queue) {
+            if let Role::Detached { tag } = q.role {
+                self.late.push((tag, Err(e.clone())));
+            }
+        }
+        self.pass_on_late_answers();
     }
 
     /// Queues `sql` (extended protocol when `params` is given, else simple
@@ -267,7 +283,17 @@ impl Connection {
             Some(p) => {
                 self.queue_and_flush(&[], Role::Own, true, until, |c| c.send_query_params(sql, p))
             }
-            None => self.queue_and_flush(&[], Role::Own, true, until, |c| c.send_query(sql)),
+            None => {
+                // The simple protocol (several statements in one string)
+                // has no place in a pipeline: read what is still due first.
+                if self.awaits_late_answers() {
+                    self.read_late_answers(deadline);
+                    if self.broken {
+                        return Err(self.lost(self.conn.error_message()));
+                    }
+                }
+                self.queue_and_flush(&[], Role::Own, true, until, |c| c.send_query(sql))
+            }
         }
     }
 
@@ -299,7 +325,7 @@ impl Connection {
         deadline: Option<Instant>,
         event: WaitEvent,
     ) -> DgResult<()> {
-        if !self.unsynced {
+        if !self.unsynced && !self.awaits_late_answers() {
             return self.send(sql, None, deadline, event);
         }
         // A pipeline takes one statement per entry (extended protocol).
@@ -357,16 +383,20 @@ impl Connection {
         (deadline, event): (Option<Instant>, WaitEvent),
         queue_last: impl FnOnce(&PgConn) -> bool,
     ) -> DgResult<()> {
-        // Only an open pipeline takes more statements; anything else in
+        // Only an open pipeline takes more statements, or one that holds
+        // only detached commands (what comes next is queued behind their
+        // answers, which the next collect reads first); anything else in
         // flight must be read first.
-        if self.busy && !self.unsynced {
+        let behind_late = self.awaits_late_answers();
+        if self.busy && !self.unsynced && !behind_late {
             return Err(self.lost("the connection is busy with another statement".into()));
         }
         if !self.busy {
             // Anything left from before (the session setup) is dg's own.
             self.pass_on_notices();
         }
-        let pipelined = !prelude.is_empty() || !sync || self.unsynced;
+        let detached = matches!(role, Role::Detached { .. });
+        let pipelined = !prelude.is_empty() || !sync || self.unsynced || behind_late || detached;
         let queued = (!pipelined || self.pipelined || self.conn.enter_pipeline_mode())
             && prelude.iter().all(|s| self.conn.send_query_params(s, &[]))
             && queue_last(&self.conn)
@@ -375,7 +405,7 @@ impl Connection {
             return Err(self.lost(self.conn.error_message()));
         }
         // One request per pipeline: counted as it starts going out.
-        if !self.busy {
+        if !self.busy || behind_late {
             crate::stats::count_request();
             self.stream_last = false;
         }
@@ -498,6 +528,9 @@ impl Connection {
                         q.skipped = true;
                     }
                 }
+                // The sync point of detached commands, with statements
+                // queued behind it: read on.
+                ResultKind::PipelineSync if !self.queue.is_empty() => {}
                 ResultKind::PipelineSync => {
                     self.pipelined = false;
                     if !self.conn.exit_pipeline_mode() {

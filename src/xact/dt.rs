@@ -770,8 +770,9 @@ impl Dt {
 fn gone_from_nodes(
     parts: &mut [Participant],
     asked: &[(u64, fence::Node)],
-    until: Instant,
+    until: Option<Instant>,
 ) -> DgResult<Vec<(u64, fence::Node)>> {
+    let until = until.or_else(statement_deadline);
     let coordinator = catalog::coordinator_id();
     // SAFETY: reads the backend's database oid.
     let database = unsafe { pg_sys::MyDatabaseId }.to_u32();
@@ -785,7 +786,7 @@ fn gone_from_nodes(
         .to_string()
     };
     // GIDs are dg's own (hex, digits, '-', '_'): safe as literals.
-    let results = broadcast(parts, (Some(until), WaitEvent::Result), |p| {
+    let results = broadcast(parts, (until, WaitEvent::Result), |p| {
         let gids: Vec<String> = asked
             .iter()
             .filter(|(_, n)| n.server == p.server.to_u32())
@@ -856,7 +857,6 @@ fn settle_prepared(node: &str, action: &'static str, r: DgResult<()>, level: PgL
 /// Logged, not warned: the statement running now is not the one whose
 /// commit it finishes.
 pub(super) fn late_finish(a: LateAnswer) {
-    if settle_prepared(a.node, "commit", a.result, PgLogLevel::LOG) {
-        fence::finished_late(a.tag, a.mapping.to_u32());
-    }
+    let finished = settle_prepared(a.node, "commit", a.result, PgLogLevel::LOG);
+    fence::answered_late(a.tag, a.mapping.to_u32(), finished);
 }
