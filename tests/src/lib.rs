@@ -324,35 +324,7 @@ impl Node {
     /// what the standby needs in `extra_conf`.
     pub fn standby(&self, name: &str, extra_conf: &[&str]) -> Node {
         let dir = Node::new_dir(name, self.pg);
-        let data_s = dir.join("data").to_str().unwrap().to_string();
-        let basebackup = self.pg.tool("pg_basebackup");
-        let port = self.port.to_string();
-        let out = as_postgres(
-            self.pg,
-            &dir,
-            &[
-                &basebackup,
-                "-D",
-                &data_s,
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "-U",
-                "postgres",
-                "-X",
-                "stream",
-                "-c",
-                "fast",
-                "--no-sync",
-            ],
-        );
-        assert!(
-            out.status.success(),
-            "pg_basebackup of {} failed: {}",
-            self.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.copy_to(&dir.join("data"));
         fs::write(dir.join("data/standby.signal"), "").expect("write standby.signal");
         let primary = format!(
             "primary_conninfo = 'host=127.0.0.1 port={} user=postgres'",
@@ -593,7 +565,11 @@ impl Node {
     /// A base backup of the running node into `base/` beside its data
     /// directory (for `restore`).
     pub fn base_backup(&self) {
-        let base = self.dir.join("base");
+        self.copy_to(&self.dir.join("base"));
+    }
+
+    /// pg_basebackup of the running node into `to`, with the WAL it needs.
+    fn copy_to(&self, to: &Path) {
         let port = self.port.to_string();
         let out = as_postgres(
             self.pg,
@@ -601,7 +577,7 @@ impl Node {
             &[
                 &self.pg.tool("pg_basebackup"),
                 "-D",
-                base.to_str().unwrap(),
+                to.to_str().unwrap(),
                 "-h",
                 "127.0.0.1",
                 "-p",
