@@ -6,9 +6,8 @@
 //! `SET dg.fault = 'point[:k]=action'` (superuser) arms one point:
 //! `before_prepare`, `after_prepare:k` (k PREPAREs sent and answered, the
 //! rest not sent), `after_decision` (decision row written, local commit
-//! not yet), `after_local_commit`, `between_finishes:k`, `between_restore_points`
-//! (`dg.create_restore_point()` between the coordinator's point and the
-//! nodes'); the action is
+//! not yet), `after_local_commit`, `between_finishes:k`, `between_restore_points:k`
+//! (`dg.create_restore_point()` after k nodes' points); the action is
 //! `error`, `exit` (this backend dies; the server restarts its backends),
 //! `crash` (the whole server dies) or `sleep:ms`.
 
@@ -20,8 +19,8 @@ pub enum Point {
     AfterLocalCommit,
     BetweenFinishes,
     BeforeDecisionRead,
-    /// `dg.create_restore_point()`: the coordinator's point made, the
-    /// nodes' not yet.
+    /// `dg.create_restore_point()`: the points of the first k nodes made,
+    /// the other nodes' and the coordinator's not yet.
     BetweenRestorePoints,
 }
 

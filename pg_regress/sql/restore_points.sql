@@ -32,7 +32,7 @@ COMMIT;
 
 -- NULL name.
 SELECT * FROM dg.create_restore_point(NULL);
--- Too long a name: the coordinator's own check, before any node's.
+-- Too long a name: pg_create_restore_point's own check.
 SELECT * FROM dg.create_restore_point(repeat('x', 64));
 
 -- Not for other roles: EXECUTE is revoked from PUBLIC, and a grant does not
@@ -44,6 +44,9 @@ RESET ROLE;
 GRANT EXECUTE ON FUNCTION dg.create_restore_point(text) TO regress_dg_erin;
 SET ROLE regress_dg_erin;
 SELECT * FROM dg.create_restore_point('nope');
+\set VERBOSITY sqlstate
+SELECT * FROM dg.create_restore_point('nope');
+\set VERBOSITY default
 RESET ROLE;
 REVOKE EXECUTE ON FUNCTION dg.create_restore_point(text) FROM regress_dg_erin;
 DROP ROLE regress_dg_erin;

@@ -55,10 +55,11 @@ impl Drop for Lent {
 }
 
 /// Connects to every node first (a slow connect must not stall commits),
-/// then, holding the fence against commits, makes the coordinator's point
-/// and then every node's in one round trip, and releases the fence before
-/// returning, also inside a transaction block. The coordinator's comes
-/// first: see src/README.md on the resolver forgetting a decision.
+/// then, holding the fence against commits, makes every node's point in
+/// one round trip and then the coordinator's, and releases the fence
+/// before returning, also inside a transaction block. The coordinator's
+/// comes last, in a transaction with an xid of its own: see src/README.md
+/// on the xids a restored coordinator hands out.
 fn make_points(name: &str) -> DgResult<Vec<(Option<String>, u64)>> {
     let nodes = catalog::node_names();
     let mut conns = Lent(Vec::with_capacity(nodes.len()));
@@ -68,37 +69,59 @@ fn make_points(name: &str) -> DgResult<Vec<(Option<String>, u64)>> {
     }
     let deadline = Instant::now() + crate::gucs::snapshot_timeout();
     let held = fence::Exclusive::enter(deadline).ok_or(DgError::RestorePointBusy)?;
-    let local = local_restore_point(name);
+    let params = [Some(name.to_string())];
+    let run = |conns: &mut [Connection]| {
+        Connection::exec_each(
+            conns,
+            REMOTE_SQL,
+            Some(&params),
+            statement_deadline(),
+            WaitEvent::Result,
+        )
+    };
+    // Test builds may pause after the first k nodes' points.
+    let k = faults::split(Point::BetweenRestorePoints)
+        .unwrap_or(usize::MAX)
+        .min(conns.0.len());
+    let (first, rest) = conns.0.split_at_mut(k);
+    let mut results = run(first);
     faults::hit(Point::BetweenRestorePoints);
-    let results = Connection::exec_each(
-        &mut conns.0,
-        REMOTE_SQL,
-        Some(&[Some(name.to_string())]),
-        statement_deadline(),
-        WaitEvent::Result,
-    );
+    results.extend(run(rest));
+    let local = local_restore_point(name);
     drop(held);
     let mut points = vec![(None, local)];
+    let mut failed = None;
     for (node, r) in nodes.into_iter().zip(results) {
         match r.and_then(|out| lsn_of(&node, &out)) {
             Ok(lsn) => points.push((Some(node), lsn)),
             Err(e) => {
-                // Nothing to undo: a restore point is one WAL record that
-                // only a restore asks for by name.
-                pgrx::notice!(
-                    "restore point \"{name}\" was made on {} before node \"{node}\" failed; \
-                     those points are harmless, and a retry may use a new name",
-                    made_on(&points)
-                );
-                return Err(e);
+                failed.get_or_insert(e);
             }
         }
     }
-    Ok(points)
+    let Some(e) = failed else {
+        return Ok(points);
+    };
+    // Nothing to undo: a restore point is one WAL record that only a
+    // restore asks for by name.
+    pgrx::notice!(
+        "restore point \"{name}\" was made only on {}; those points are harmless, and a retry \
+         may use a new name",
+        made_on(&points)
+    );
+    Err(e)
 }
 
-/// `pg_create_restore_point(name)` here, with its own checks and errors.
+/// `pg_create_restore_point(name)` here, with its own checks and errors,
+/// in a transaction that has an xid: the point's WAL record carries it,
+/// and a restore to the point hands out only xids past it.
 fn local_restore_point(name: &str) -> u64 {
+    // SAFETY: plain reads of the server's state; on a standby the
+    // function's own check raises below.
+    if !unsafe { pg_sys::RecoveryInProgress() } {
+        // SAFETY: assigns the current (sub)transaction's xid.
+        unsafe { pg_sys::GetCurrentTransactionId() };
+    }
     // SAFETY: a builtin called with one non-NULL text argument, as SQL
     // would; it raises its own errors. pg_lsn datums are by value.
     let lsn = unsafe {

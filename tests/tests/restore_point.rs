@@ -6,11 +6,12 @@
 //! doubt at the point, the money is all there and nothing of dg stays
 //! prepared.
 //!
-//! The fault point `between_restore_points` holds the call for a second between
-//! the coordinator's point and the peers'. With the fence, commits wait
-//! that second out; without it, transfers that commit in that second are
-//! on the restored peers and not on the restored coordinator (src/README.md,
-//! "The commit fence"), and the total is wrong.
+//! The fault point `between_restore_points:1` holds the call for a second
+//! after peer1's point, before peer2's and the coordinator's. With the
+//! fence, commits wait that second out; without it, transfers that
+//! commit in that second are on the restored coordinator and peer2 and
+//! not on peer1 (src/README.md, "The commit fence"), and the total is
+//! wrong.
 
 use dg_tests::postgres::Client;
 use dg_tests::{dist_exec, error_text, scalar, wait_until, Cluster, Node, Rng};
@@ -142,7 +143,7 @@ fn a_restore_of_every_node_to_the_point_is_consistent() {
 
     wait_for(50);
     let mut c = db.coord();
-    c.batch_execute("SET dg.fault = 'between_restore_points=sleep:1000'")
+    c.batch_execute("SET dg.fault = 'between_restore_points:1=sleep:1000'")
         .unwrap();
     let before = committed.load(Ordering::Relaxed);
     let points: Vec<(Option<String>, String)> = c
@@ -186,6 +187,8 @@ fn a_restore_of_every_node_to_the_point_is_consistent() {
     for p in &cluster.peers {
         p.restore(&target);
     }
+    // What was in doubt at the point, before the resolver can see it.
+    let in_doubt = prepared(&cluster, "pitr");
     cluster.coordinator.restore(&target);
 
     let mut c = db.coord();
@@ -194,13 +197,12 @@ fn a_restore_of_every_node_to_the_point_is_consistent() {
         0,
         "the coordinator was not restored to the point"
     );
-    let in_doubt = prepared(&cluster, "pitr");
     assert!(
         wait_until(Duration::from_secs(30), || prepared(&cluster, "pitr") == 0),
         "dg transactions stay prepared after the restore: {}",
         prepared(&cluster, "pitr")
     );
     let restored = total(&cluster, "pitr");
-    println!("{in_doubt} prepared right after the restore; total {restored} of {TOTAL}");
+    println!("{in_doubt} prepared on the restored peers before the coordinator came back; total {restored} of {TOTAL}");
     assert_eq!(restored, TOTAL, "the money after the restore");
 }
