@@ -189,6 +189,7 @@ fn a_restore_of_every_node_to_the_point_is_consistent() {
     }
     // What was in doubt at the point, before the resolver can see it.
     let in_doubt = prepared(&cluster, "pitr");
+    let resolved_before = cluster.coordinator.log_count("dg resolver: ");
     cluster.coordinator.restore(&target);
 
     let mut c = db.coord();
@@ -202,7 +203,11 @@ fn a_restore_of_every_node_to_the_point_is_consistent() {
         "dg transactions stay prepared after the restore: {}",
         prepared(&cluster, "pitr")
     );
+    let resolved = cluster.coordinator.log_count("dg resolver: ") - resolved_before;
     let restored = total(&cluster, "pitr");
-    println!("{in_doubt} prepared on the restored peers before the coordinator came back; total {restored} of {TOTAL}");
+    println!(
+        "{in_doubt} prepared on the restored peers before the coordinator came back, \
+         {resolved} finished by its resolver; total {restored} of {TOTAL}"
+    );
     assert_eq!(restored, TOTAL, "the money after the restore");
 }
