@@ -617,7 +617,7 @@ impl Exclusive {
 
 impl Drop for Exclusive {
     fn drop(&mut self) {
-        depart(false, &[]);
+        depart(false, &[], &[]);
     }
 }
 
