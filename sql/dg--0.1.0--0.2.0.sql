@@ -174,3 +174,10 @@ CREATE FUNCTION dg.dist_snapshot(VARIADIC nodes name[] DEFAULT '{}') RETURNS TAB
     LANGUAGE c AS 'MODULE_PATHNAME', 'dist_snapshot_wrapper';
 COMMENT ON FUNCTION dg.dist_snapshot(name[]) IS
     'First in a REPEATABLE READ block: starts the distributed transaction with one snapshot on each node (all usable nodes when none are named) in which every distributed transaction of this coordinator is wholly visible or not at all; returns the nodes.';
+
+-- dg.create_restore_point: a consistent restore point on every node (issue 14).
+CREATE FUNCTION dg.create_restore_point(name text) RETURNS TABLE (node text, lsn pg_lsn)
+    LANGUAGE c AS 'MODULE_PATHNAME', 'create_restore_point_wrapper';
+REVOKE ALL ON FUNCTION dg.create_restore_point(text) FROM PUBLIC;
+COMMENT ON FUNCTION dg.create_restore_point(text) IS
+    'pg_create_restore_point(name) on the coordinator (node NULL) and on every node, while no distributed transaction of this server is between its commit and its last COMMIT PREPARED, so restoring every one of them to that name is consistent (superuser only).';

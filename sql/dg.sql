@@ -203,6 +203,12 @@ REVOKE ALL ON FUNCTION dg.resolve(name, text, boolean) FROM PUBLIC;
 COMMENT ON FUNCTION dg.resolve(name, text, boolean) IS
     'Manual resolution of a prepared transaction on a node, for a coordinator that is gone for good (superuser only).';
 
+CREATE FUNCTION dg.create_restore_point(name text) RETURNS TABLE (node text, lsn pg_lsn)
+    LANGUAGE c AS 'MODULE_PATHNAME', 'create_restore_point_wrapper';
+REVOKE ALL ON FUNCTION dg.create_restore_point(text) FROM PUBLIC;
+COMMENT ON FUNCTION dg.create_restore_point(text) IS
+    'pg_create_restore_point(name) on the coordinator (node NULL) and on every node, while no distributed transaction of this server is between its commit and its last COMMIT PREPARED, so restoring every one of them to that name is consistent (superuser only).';
+
 CREATE FUNCTION dg.in_doubt_transactions(OUT node text, OUT gid text, OUT prepared text, OUT action text)
     RETURNS SETOF record
     LANGUAGE c AS 'MODULE_PATHNAME', 'in_doubt_transactions_wrapper';

@@ -85,6 +85,8 @@ pub enum DgError {
     SnapshotNotListed(String),
     /// A snapshot waited in vain for the commits ahead of it.
     SnapshotBusy,
+    /// `dg.create_restore_point()` waited in vain for the commits ahead of it.
+    RestorePointBusy,
     /// A DT with local writes committed between the block's local snapshot
     /// and its consistent snapshot on the nodes.
     SnapshotSkew,
@@ -231,7 +233,7 @@ impl DgError {
             SnapshotNotFirst => ERRCODE_ACTIVE_SQL_TRANSACTION,
             OutsideSnapshot(_) => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             // A wait that timed out, as lock_timeout's.
-            SnapshotInDoubt { .. } | SnapshotNotListed(_) | SnapshotBusy => {
+            SnapshotInDoubt { .. } | SnapshotNotListed(_) | SnapshotBusy | RestorePointBusy => {
                 ERRCODE_LOCK_NOT_AVAILABLE
             }
             SnapshotSkew => ERRCODE_T_R_SERIALIZATION_FAILURE,
@@ -314,6 +316,9 @@ impl DgError {
             ),
             SnapshotBusy => "could not take a consistent snapshot: the commits in progress did \
                              not finish within dg.snapshot_timeout"
+                .into(),
+            RestorePointBusy => "could not create a consistent restore point: the commits in \
+                                 progress did not finish within dg.snapshot_timeout"
                 .into(),
             SnapshotSkew => "could not serialize access: a distributed transaction committed \
                              locally after this transaction's snapshot"
@@ -417,7 +422,7 @@ impl DgError {
                  then, or raise dg.snapshot_timeout."
                     .into(),
             ),
-            SnapshotBusy => Some("Retry, or raise dg.snapshot_timeout.".into()),
+            SnapshotBusy | RestorePointBusy => Some("Retry, or raise dg.snapshot_timeout.".into()),
             SnapshotSkew => Some(
                 "Retry the transaction: its local reads would miss writes that its reads on the \
                  nodes see."

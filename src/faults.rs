@@ -6,7 +6,8 @@
 //! `SET dg.fault = 'point[:k]=action'` (superuser) arms one point:
 //! `before_prepare`, `after_prepare:k` (k PREPAREs sent and answered, the
 //! rest not sent), `after_decision` (decision row written, local commit
-//! not yet), `after_local_commit`, `between_finishes:k`; the action is
+//! not yet), `after_local_commit`, `between_finishes:k`, `between_restore_points:k`
+//! (`dg.create_restore_point()` after k nodes' points); the action is
 //! `error`, `exit` (this backend dies; the server restarts its backends),
 //! `crash` (the whole server dies) or `sleep:ms`.
 
@@ -18,6 +19,9 @@ pub enum Point {
     AfterLocalCommit,
     BetweenFinishes,
     BeforeDecisionRead,
+    /// `dg.create_restore_point()`: the points of the first k nodes made,
+    /// the other nodes' and the coordinator's not yet.
+    BetweenRestorePoints,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,6 +55,7 @@ pub fn parse(s: &str) -> Option<Fault> {
         "after_local_commit" => Point::AfterLocalCommit,
         "between_finishes" => Point::BetweenFinishes,
         "before_decision_read" => Point::BeforeDecisionRead,
+        "between_restore_points" => Point::BetweenRestorePoints,
         _ => return None,
     };
     let action = match action.split_once(':') {
@@ -198,6 +203,10 @@ mod tests {
         assert_eq!(
             parse("before_decision_read=sleep:1").map(|f| f.point),
             Some(Point::BeforeDecisionRead)
+        );
+        assert_eq!(
+            parse("between_restore_points=sleep:1000").map(|f| f.point),
+            Some(Point::BetweenRestorePoints)
         );
         for bad in [
             "",

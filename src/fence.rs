@@ -603,6 +603,29 @@ impl Drop for Snapshot {
     }
 }
 
+/// A hold on the fence against commits alone, for a restore point (src/README.md,
+/// "The commit fence"): in the snapshots' class, so it takes turns with
+/// commits as they do and shares the fence with them, but it waits for no
+/// in-doubt entry and no resolver pass, which a restore point needs not.
+pub struct Exclusive(());
+
+impl Exclusive {
+    /// Waits until no commit is inside and the fence lets it in; None at
+    /// `deadline`.
+    pub fn enter(deadline: Instant) -> Option<Exclusive> {
+        let me = my_slot()?;
+        arrive(me, SNAPSHOT, 0, false, &[]);
+        let guard = Exclusive(());
+        wait_to_pass(me, Some(deadline)).then_some(guard)
+    }
+}
+
+impl Drop for Exclusive {
+    fn drop(&mut self) {
+        depart(false, &[], &[]);
+    }
+}
+
 /// The end of the backend or of its transaction, however it ends: a
 /// commit still at the fence leaves its nodes in doubt (it may have
 /// committed locally), anything else just leaves. Never raises.

@@ -630,6 +630,27 @@ impl Connection {
         self.collect(deadline, event, None)
     }
 
+    /// Runs `sql` on every connection in `conns`, all sent before any
+    /// answer is read, so several nodes cost one round trip; one result
+    /// per connection, in order.
+    pub fn exec_each(
+        conns: &mut [Connection],
+        sql: &str,
+        params: Option<&[Option<String>]>,
+        deadline: Option<Instant>,
+        event: WaitEvent,
+    ) -> Vec<DgResult<Outcome>> {
+        let sent: Vec<DgResult<()>> = conns
+            .iter_mut()
+            .map(|c| c.send(sql, params, deadline, event))
+            .collect();
+        conns
+            .iter_mut()
+            .zip(sent)
+            .map(|(c, s)| s.and_then(|()| c.collect(deadline, event, None)))
+            .collect()
+    }
+
     /// Stops the statement in flight and drains it, within `deadline` (the
     /// cancel request included: a peer behind a dead link never answers it).
     /// Returns false (and marks the connection broken) if that fails, so the

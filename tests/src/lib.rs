@@ -324,35 +324,7 @@ impl Node {
     /// what the standby needs in `extra_conf`.
     pub fn standby(&self, name: &str, extra_conf: &[&str]) -> Node {
         let dir = Node::new_dir(name, self.pg);
-        let data_s = dir.join("data").to_str().unwrap().to_string();
-        let basebackup = self.pg.tool("pg_basebackup");
-        let port = self.port.to_string();
-        let out = as_postgres(
-            self.pg,
-            &dir,
-            &[
-                &basebackup,
-                "-D",
-                &data_s,
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "-U",
-                "postgres",
-                "-X",
-                "stream",
-                "-c",
-                "fast",
-                "--no-sync",
-            ],
-        );
-        assert!(
-            out.status.success(),
-            "pg_basebackup of {} failed: {}",
-            self.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.copy_to(&dir.join("data"));
         fs::write(dir.join("data/standby.signal"), "").expect("write standby.signal");
         let primary = format!(
             "primary_conninfo = 'host=127.0.0.1 port={} user=postgres'",
@@ -576,6 +548,115 @@ impl Node {
             wait_until(Duration::from_secs(60), || Client::connect(&conn, NoTls)
                 .is_ok()),
             "{} does not accept connections:\n{}",
+            self.name,
+            self.log()
+        );
+    }
+
+    /// postgresql.conf lines that archive the node's WAL into `archive/`
+    /// beside its data directory (the archiver runs in the data
+    /// directory), for the point-in-time restore tests.
+    pub const ARCHIVING: [&'static str; 3] = [
+        "wal_level = replica",
+        "archive_mode = on",
+        "archive_command = 'mkdir -p ../archive && cp %p ../archive/%f'",
+    ];
+
+    /// A base backup of the running node into `base/` beside its data
+    /// directory (for `restore`).
+    pub fn base_backup(&self) {
+        self.copy_to(&self.dir.join("base"));
+    }
+
+    /// pg_basebackup of the running node into `to`, with the WAL it needs.
+    fn copy_to(&self, to: &Path) {
+        let port = self.port.to_string();
+        let out = as_postgres(
+            self.pg,
+            &self.dir,
+            &[
+                &self.pg.tool("pg_basebackup"),
+                "-D",
+                to.to_str().unwrap(),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+                "--no-sync",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "pg_basebackup of {} failed: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Stops the node at once, puts its base backup in place of its data
+    /// directory, and starts it recovering from its archive with the
+    /// `recovery_target*` lines of `target`; waits until it is promoted.
+    pub fn restore(&self, target: &[&str]) {
+        let data = self.dir.join("data");
+        pg_stop(&data, self.pg);
+        fs::remove_dir_all(&data).expect("remove the data directory");
+        let cp = Command::new("cp")
+            .args([
+                "-a",
+                self.dir.join("base").to_str().unwrap(),
+                data.to_str().unwrap(),
+            ])
+            .status()
+            .expect("run cp");
+        assert!(cp.success(), "copy the base backup of {}", self.name);
+        let mut conf = fs::read_to_string(data.join("postgresql.auto.conf")).unwrap_or_default();
+        conf.push_str("restore_command = 'cp ../archive/%f %p'\n");
+        for line in target {
+            conf.push_str(line);
+            conf.push('\n');
+        }
+        fs::write(data.join("postgresql.auto.conf"), conf).expect("write postgresql.auto.conf");
+        fs::write(data.join("recovery.signal"), "").expect("write recovery.signal");
+        let chown = Command::new("chown")
+            .args(["-R", "postgres:postgres", data.to_str().unwrap()])
+            .status()
+            .expect("run chown");
+        assert!(chown.success(), "chown the restored data directory");
+        self.start_again();
+        let promoted = wait_until(Duration::from_secs(60), || {
+            self.client("postgres")
+                .query_one("SELECT NOT pg_is_in_recovery()", &[])
+                .is_ok_and(|r| r.get::<_, bool>(0))
+        });
+        assert!(promoted, "{} was not promoted:\n{}", self.name, self.log());
+    }
+
+    /// Switches the node to a new WAL file and waits until the archive
+    /// has every file up to the one holding `lsn`.
+    pub fn archive_through(&self, lsn: &str) {
+        let mut c = self.client("postgres");
+        let segment: String = c
+            .query_one("SELECT pg_walfile_name($1::text::pg_lsn)", &[&lsn])
+            .expect("pg_walfile_name")
+            .get(0);
+        c.batch_execute("SELECT pg_switch_wal()")
+            .expect("pg_switch_wal");
+        let archived = wait_until(Duration::from_secs(60), || {
+            c.query_one(
+                "SELECT coalesce(last_archived_wal >= $1, false) FROM pg_stat_archiver",
+                &[&segment],
+            )
+            .is_ok_and(|r| r.get::<_, bool>(0))
+        });
+        assert!(
+            archived,
+            "{} did not archive {segment}:\n{}",
             self.name,
             self.log()
         );
