@@ -185,11 +185,18 @@ pub fn record_decision(xid: u64, dt_id: &str, prepared: &[(u32, Option<u64>)]) {
 
 /// Is there a commit decision for local transaction `xid`? Read with a
 /// fresh snapshot, after the caller found the transaction finished.
-pub fn decision_exists(xid: u64) -> bool {
+pub fn decision_exists(xid: u64, mapping: u32) -> bool {
+    // The mapping too, not the xid alone: an xid that reached no WAL
+    // record before a crash (nothing written locally yet when the DT
+    // prepared) is handed out again after it, and a new DT with that xid
+    // may decide to commit. Its decision names its own participants; the
+    // old DT's GID on any of them would have made its PREPARE fail.
+    // Decisions written before 0.2.0 name no mappings.
     as_owner(|| {
         read_one::<bool>(
-            "SELECT EXISTS (SELECT 1 FROM dg.decisions WHERE xid = $1)",
-            &[(xid as i64).into()],
+            "SELECT EXISTS (SELECT 1 FROM dg.decisions \
+              WHERE xid = $1 AND (mappings IS NULL OR $2::oid = ANY (mappings)))",
+            &[(xid as i64).into(), i64::from(mapping).into()],
         )
     })
     .ok()

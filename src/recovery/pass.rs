@@ -87,7 +87,7 @@ fn classify(gid: &Gid) -> Action {
     faults::hit(Point::BeforeDecisionRead);
     decide(
         in_progress,
-        in_progress || catalog::decision_exists(gid.xid),
+        in_progress || catalog::decision_exists(gid.xid, gid.mapping),
     )
 }
 

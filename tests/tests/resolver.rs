@@ -72,6 +72,42 @@ fn decisions(db: &Db) -> i64 {
     scalar(&mut db.coord(), "SELECT count(*) FROM dg.decisions")
 }
 
+/// A crash can hand a DT's xid out again: an xid that reached no WAL
+/// record (the DT had written nothing locally when it prepared) is
+/// assigned anew after recovery. If the new transaction is a DT that
+/// decides to commit, its decision must not commit the old DT's prepared
+/// transactions: the decision names the mappings it prepared on, and the
+/// old DT's GID on any of them would have failed the new PREPARE.
+#[test]
+fn a_decision_commits_only_its_own_participants() {
+    let cluster = Cluster::start_with(2, &[INTERVAL_CONF, "dg.resolver_enabled = off"]);
+    let db = cluster.db("reused_xid");
+    db.on_peers("CREATE TABLE t (id int)");
+    let mut c = db.coord();
+    // Local transaction 8 (the new DT) prepared on peer2 and decided; the
+    // old DT with the same xid left a prepared transaction on peer1.
+    c.batch_execute(
+        "INSERT INTO dg.decisions (xid, dt_id, mappings, remote_xids)
+         SELECT 8, 'new', ARRAY[umid], NULL FROM pg_user_mappings
+          WHERE srvname = 'peer2' AND usename = 'public'",
+    )
+    .unwrap();
+    orphan(&db, 1, 8, 1);
+    orphan(&db, 2, 8, 2);
+    enable_resolver(&cluster.coordinator);
+    assert!(
+        wait_until(resolved_within(), || db.prepared_all() == 0),
+        "in-doubt transactions left: {:?} {:?}",
+        db.prepared_gids(1),
+        db.prepared_gids(2)
+    );
+    assert_eq!(
+        (rows(&db, 1, 1), rows(&db, 2, 2)),
+        (0, 1),
+        "the old DT rolled back on peer1, the new one committed on peer2"
+    );
+}
+
 #[test]
 fn resolves_orphans_with_no_client() {
     let cluster = Cluster::start_with(2, &[INTERVAL_CONF, "dg.resolver_enabled = off"]);
