@@ -67,17 +67,16 @@ fn make_points(name: &str) -> DgResult<Vec<(Option<String>, u64)>> {
         let target = fdw::lookup(node)?;
         conns.0.push(cache::take(&target)?);
     }
-    let deadline = Instant::now() + crate::gucs::snapshot_timeout();
-    let held = fence::Exclusive::enter(deadline).ok_or(DgError::RestorePointBusy)?;
+    let timeout = crate::gucs::snapshot_timeout();
+    let held =
+        fence::Exclusive::enter(Instant::now() + timeout).ok_or(DgError::RestorePointBusy)?;
+    // Commits wait while the fence is held: bounded as the wait to get
+    // in, whatever the statement timeout (as a snapshot's round trip).
+    let bound = Instant::now() + timeout;
+    let until = Some(statement_deadline().map_or(bound, |d| d.min(bound)));
     let params = [Some(name.to_string())];
     let run = |conns: &mut [Connection]| {
-        Connection::exec_each(
-            conns,
-            REMOTE_SQL,
-            Some(&params),
-            statement_deadline(),
-            WaitEvent::Result,
-        )
+        Connection::exec_each(conns, REMOTE_SQL, Some(&params), until, WaitEvent::Result)
     };
     // Test builds may pause after the first k nodes' points.
     let k = faults::split(Point::BetweenRestorePoints)
