@@ -421,31 +421,27 @@ fn entries_on(database: u32, servers: &[u32], sent: Option<bool>) -> Vec<(u64, N
         .collect()
 }
 
-/// Drops the entries of `database` for `finished` (xid, node).
-fn forget(database: u32, finished: &[(u64, Node)]) {
-    if finished.is_empty() {
+/// Applies `change` to the entries of `database` for the (xid, node) in
+/// `which`.
+fn change_entries(database: u32, which: &[(u64, Node)], change: impl Fn(&mut Entry)) {
+    if which.is_empty() {
         return;
     }
     let mut f = FENCE.exclusive();
-    for e in f
-        .entries
+    f.entries
         .iter_mut()
-        .filter(|e| e.used && e.database == database && finished.contains(&(e.xid, e.node)))
-    {
-        e.used = false;
-    }
+        .filter(|e| e.used && e.database == database && which.contains(&(e.xid, e.node)))
+        .for_each(change);
+}
+
+/// Drops the entries of `database` for `finished` (xid, node).
+fn forget(database: u32, finished: &[(u64, Node)]) {
+    change_entries(database, finished, |e| e.used = false);
 }
 
 /// The `sent` entries among `left` count as in doubt from now on.
 fn demote(database: u32, left: &[(u64, Node)]) {
-    let mut f = FENCE.exclusive();
-    for e in f
-        .entries
-        .iter_mut()
-        .filter(|e| e.used && e.database == database && left.contains(&(e.xid, e.node)))
-    {
-        e.sent = false;
-    }
+    change_entries(database, left, |e| e.sent = false);
 }
 
 impl Snapshot {

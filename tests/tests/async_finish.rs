@@ -13,7 +13,6 @@
 use dg_tests::postgres::Client;
 use dg_tests::{dist_exec, error_text, scalar, wait_until, Cluster, Db};
 use std::process::Command;
-use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
@@ -62,6 +61,38 @@ fn snapshot_balances(c: &mut Client) -> Result<(i64, i64), dg_tests::postgres::E
     })
 }
 
+/// Starts a transfer of 10 from peer1 to peer2 whose COMMIT (with
+/// `dg.synchronous_finish = off`) sleeps after its local commit, stops the
+/// peer2 backend serving it once the DT is prepared there, and returns
+/// the COMMIT's thread (with the session and the COMMIT's result) and the
+/// guard that resumes that backend.
+fn stalled_commit(db: &Db) -> (thread::JoinHandle<(Client, Result<(), String>)>, Resume) {
+    let mut c = db.coord();
+    c.batch_execute(
+        "SET dg.synchronous_finish = off; SET dg.fault = 'after_local_commit=sleep:1500'; BEGIN",
+    )
+    .unwrap();
+    let sql = "UPDATE accounts SET balance = balance + $1 WHERE id = 1";
+    dist_exec(&mut c, "peer1", sql, &["-10"]).unwrap();
+    dist_exec(&mut c, "peer2", sql, &["10"]).unwrap();
+    let pid = scalar(
+        &mut c,
+        "SELECT backend_pid::bigint FROM dg.connections() WHERE node = 'peer2'",
+    ) as i32;
+    // COMMIT sleeps after its local commit, before any COMMIT PREPARED.
+    let commit = thread::spawn(move || {
+        let r = c.batch_execute("COMMIT").map_err(|e| error_text(&e));
+        let _ = c.batch_execute("RESET dg.fault");
+        (c, r)
+    });
+    assert!(
+        wait_until(Duration::from_secs(10), || db.prepared(2) == 1),
+        "the DT never prepared on peer2"
+    );
+    signal(pid, "-STOP");
+    (commit, Resume(pid))
+}
+
 #[test]
 fn commit_does_not_wait_and_snapshots_still_see_all_or_nothing() {
     let cluster = cluster();
@@ -83,37 +114,15 @@ fn commit_does_not_wait_and_snapshots_still_see_all_or_nothing() {
         .batch_execute("SET dg.snapshot_timeout = '20s'")
         .unwrap();
 
-    let mut writer = db.coord();
-    writer
-        .batch_execute(
-            "SET dg.synchronous_finish = off; SET dg.fault = 'after_local_commit=sleep:1500'; BEGIN",
-        )
-        .unwrap();
-    let sql = "UPDATE accounts SET balance = balance + $1 WHERE id = 1";
-    dist_exec(&mut writer, "peer1", sql, &["-10"]).unwrap();
-    dist_exec(&mut writer, "peer2", sql, &["10"]).unwrap();
-    let pid = scalar(
-        &mut writer,
-        "SELECT backend_pid::bigint FROM dg.connections() WHERE node = 'peer2'",
-    ) as i32;
-    // COMMIT sleeps after its local commit, before any COMMIT PREPARED:
-    // the peer2 backend is stopped meanwhile, once the DT is prepared.
-    let (done, committed) = mpsc::channel();
-    let commit = thread::spawn(move || {
-        let r = writer.batch_execute("COMMIT").map_err(|e| error_text(&e));
-        done.send(r).unwrap();
-        writer
-    });
-    assert!(
-        wait_until(Duration::from_secs(10), || db.prepared(2) == 1),
-        "the DT never prepared on peer2"
-    );
-    signal(pid, "-STOP");
-    let resumed = Resume(pid);
+    let (commit, resumed) = stalled_commit(&db);
 
     // COMMIT returns although peer2 cannot have answered.
-    let r = committed.recv_timeout(Duration::from_secs(15));
-    assert_eq!(r, Ok(Ok(())), "COMMIT with dg.synchronous_finish = off");
+    assert!(
+        wait_until(Duration::from_secs(15), || commit.is_finished()),
+        "COMMIT waited for the stopped peer"
+    );
+    let (mut writer, r) = commit.join().unwrap();
+    assert_eq!(r, Ok(()), "COMMIT with dg.synchronous_finish = off");
     assert!(
         wait_until(Duration::from_secs(10), || db.prepared(1) == 0),
         "peer1 never committed"
@@ -147,8 +156,6 @@ fn commit_does_not_wait_and_snapshots_still_see_all_or_nothing() {
 
     // The session's next DT on the node reads its answer first and sees
     // its own commit; its finish counted no failure.
-    let mut writer = commit.join().unwrap();
-    writer.batch_execute("RESET dg.fault").unwrap();
     let b = scalar(
         &mut writer,
         "SELECT b FROM dg.dist_query('peer2', 'SELECT balance FROM accounts WHERE id = 1') AS t(b bigint)",
@@ -164,27 +171,9 @@ fn the_sessions_next_dt_on_the_node_waits_for_the_answer() {
     let cluster = cluster();
     let db = cluster.db("async_next");
     bank(&db);
-    let mut c = db.coord();
-    c.batch_execute(
-        "SET dg.synchronous_finish = off; SET dg.fault = 'after_local_commit=sleep:1500'; BEGIN",
-    )
-    .unwrap();
-    let sql = "UPDATE accounts SET balance = balance + $1 WHERE id = 1";
-    dist_exec(&mut c, "peer1", sql, &["-10"]).unwrap();
-    dist_exec(&mut c, "peer2", sql, &["10"]).unwrap();
-    let pid = scalar(
-        &mut c,
-        "SELECT backend_pid::bigint FROM dg.connections() WHERE node = 'peer2'",
-    ) as i32;
-    let commit = thread::spawn(move || {
-        c.batch_execute("COMMIT").unwrap();
-        c
-    });
-    assert!(wait_until(Duration::from_secs(10), || db.prepared(2) == 1));
-    signal(pid, "-STOP");
-    let resumed = Resume(pid);
-    let mut c = commit.join().unwrap();
-    c.batch_execute("RESET dg.fault").unwrap();
+    let (commit, resumed) = stalled_commit(&db);
+    let (mut c, r) = commit.join().unwrap();
+    assert_eq!(r, Ok(()));
     // Peer2 still has it prepared; the read below must wait for the
     // answer, so it sees 1010, not 1000.
     assert_eq!(db.prepared(2), 1);
