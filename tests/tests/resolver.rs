@@ -61,6 +61,18 @@ fn enable_resolver(node: &Node) {
     c.batch_execute("SELECT pg_reload_conf()").unwrap();
 }
 
+/// Turns the resolver on and waits until it has finished every prepared
+/// transaction of `db` on both peers.
+fn resolve(cluster: &Cluster, db: &Db) {
+    enable_resolver(&cluster.coordinator);
+    assert!(
+        wait_until(resolved_within(), || db.prepared_all() == 0),
+        "in-doubt transactions left: {:?} {:?}",
+        db.prepared_gids(1),
+        db.prepared_gids(2)
+    );
+}
+
 fn rows(db: &Db, i: usize, id: i32) -> i64 {
     scalar(
         &mut db.peer(i),
@@ -94,13 +106,7 @@ fn a_decision_commits_only_its_own_participants() {
     .unwrap();
     orphan(&db, 1, 8, 1);
     orphan(&db, 2, 8, 2);
-    enable_resolver(&cluster.coordinator);
-    assert!(
-        wait_until(resolved_within(), || db.prepared_all() == 0),
-        "in-doubt transactions left: {:?} {:?}",
-        db.prepared_gids(1),
-        db.prepared_gids(2)
-    );
+    resolve(&cluster, &db);
     assert_eq!(
         (rows(&db, 1, 1), rows(&db, 2, 2)),
         (0, 1),
@@ -119,13 +125,7 @@ fn resolves_orphans_with_no_client() {
         .unwrap();
     orphan(&db, 1, 3, 3);
     orphan(&db, 2, 4, 4);
-    enable_resolver(&cluster.coordinator);
-    assert!(
-        wait_until(resolved_within(), || db.prepared_all() == 0),
-        "in-doubt transactions left: {:?} {:?}",
-        db.prepared_gids(1),
-        db.prepared_gids(2)
-    );
+    resolve(&cluster, &db);
     assert_eq!(
         (rows(&db, 1, 3), rows(&db, 2, 4)),
         (0, 1),
