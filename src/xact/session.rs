@@ -99,13 +99,7 @@ pub fn begin() -> DgResult<String> {
 /// Runs `stmt` in the DT (starting one bound to the local transaction if
 /// none is open).
 pub fn run(stmt: Statement) -> DgResult<i64> {
-    with_slot(|slot| {
-        let dt = match slot {
-            Some(dt) => dt,
-            None => open(slot, Scope::Transaction),
-        };
-        dt.check_statement()?;
-        dt.touched = true;
+    with_statement_dt(|dt| {
         let read_only = dt.read_only();
         dt.run(stmt).map_err(|e| explain_read_only(e, read_only))
     })
@@ -114,6 +108,12 @@ pub fn run(stmt: Statement) -> DgResult<i64> {
 /// `dg.dist_send()`: queues `stmt` in the DT (starting one bound to the
 /// local transaction if none is open) without waiting for it.
 pub fn send(stmt: Statement) -> DgResult<()> {
+    with_statement_dt(|dt| dt.send(stmt))
+}
+
+/// `f` on the DT a statement runs in: the open one, or a new one bound to
+/// the local transaction; refused when the DT takes no more statements.
+fn with_statement_dt<R>(f: impl FnOnce(&mut Dt) -> DgResult<R>) -> DgResult<R> {
     with_slot(|slot| {
         let dt = match slot {
             Some(dt) => dt,
@@ -121,7 +121,7 @@ pub fn send(stmt: Statement) -> DgResult<()> {
         };
         dt.check_statement()?;
         dt.touched = true;
-        dt.send(stmt)
+        f(dt)
     })
 }
 

@@ -1,10 +1,32 @@
 //! Issue 4's "one round trip per phase": counted through dg.stats'
 //! `remote_requests`, on a cluster of its own so nothing else adds to it.
 
-use dg_tests::{scalar, Cluster};
+use dg_tests::{scalar, Cluster, Db};
 
 fn requests(c: &mut postgres::Client) -> i64 {
     scalar(c, "SELECT remote_requests FROM dg.stats")
+}
+
+/// The requests of a transfer of 5 from account 1 of peer1 to peer2, one
+/// `dg.<function>` call per peer, measured on the second one (the first
+/// opens the connections, one setup request each); no money made or lost.
+fn transfer_requests(db: &Db, c: &mut postgres::Client, function: &str) -> i64 {
+    let transfer = format!(
+        "BEGIN;
+        SELECT dg.{function}('peer1', 'UPDATE accounts SET balance = balance - $1 WHERE id = $2', '5', '1');
+        SELECT dg.{function}('peer2', 'UPDATE accounts SET balance = balance + $1 WHERE id = $2', '5', '1');
+        COMMIT;"
+    );
+    c.batch_execute(&transfer).expect("first transfer");
+    let before = requests(c);
+    c.batch_execute(&transfer).expect("second transfer");
+    let spent = requests(c) - before;
+    assert_eq!(
+        db.balance(1, 1) + db.balance(2, 1),
+        2000,
+        "money created or lost"
+    );
+    spent
 }
 
 /// A block that writes on two peers costs each peer one request per
@@ -16,23 +38,10 @@ fn transfer_costs_one_request_per_statement_and_phase() {
     let db = cluster.db("trips");
     db.on_peers("CREATE TABLE accounts (id int PRIMARY KEY, balance bigint NOT NULL); INSERT INTO accounts VALUES (1, 1000)");
     let mut c = db.coord();
-    let transfer = "BEGIN;
-        SELECT dg.dist_exec('peer1', 'UPDATE accounts SET balance = balance - $1 WHERE id = $2', '5', '1');
-        SELECT dg.dist_exec('peer2', 'UPDATE accounts SET balance = balance + $1 WHERE id = $2', '5', '1');
-        COMMIT;";
-    // The first transfer opens the connections (one setup request each).
-    c.batch_execute(transfer).expect("first transfer");
-    let before = requests(&mut c);
-    c.batch_execute(transfer).expect("second transfer");
     assert_eq!(
-        requests(&mut c) - before,
+        transfer_requests(&db, &mut c, "dist_exec"),
         6,
         "requests for a two-peer transfer"
-    );
-    assert_eq!(
-        db.balance(1, 1) + db.balance(2, 1),
-        2000,
-        "money created or lost"
     );
 
     // Savepoints the peer lacks ride along too: BEGIN, SAVEPOINT and the
@@ -89,22 +98,10 @@ fn sends_cost_one_pipeline_per_node() {
     let db = cluster.db("sends");
     db.on_peers("CREATE TABLE accounts (id int PRIMARY KEY, balance bigint NOT NULL); INSERT INTO accounts VALUES (1, 1000), (2, 1000)");
     let mut c = db.coord();
-    let transfer = "BEGIN;
-        SELECT dg.dist_send('peer1', 'UPDATE accounts SET balance = balance - $1 WHERE id = $2', '5', '1');
-        SELECT dg.dist_send('peer2', 'UPDATE accounts SET balance = balance + $1 WHERE id = $2', '5', '1');
-        COMMIT;";
-    c.batch_execute(transfer).expect("first transfer");
-    let before = requests(&mut c);
-    c.batch_execute(transfer).expect("second transfer");
     assert_eq!(
-        requests(&mut c) - before,
+        transfer_requests(&db, &mut c, "dist_send"),
         4,
         "requests for a two-peer transfer by dist_send"
-    );
-    assert_eq!(
-        db.balance(1, 1) + db.balance(2, 1),
-        2000,
-        "money created or lost"
     );
 
     // (block, requests it costs, what it is)
