@@ -148,6 +148,17 @@ static FENCE: PgLwLock<Fence> = unsafe { PgLwLock::new(c"dg_fence") };
 thread_local! {
     /// This backend is at the fence (its slot is in use).
     static AT_FENCE: Cell<bool> = const { Cell::new(false) };
+    /// Where the current transaction is with `hold_at_commit`.
+    static COMMIT_HOLD: Cell<CommitHold> = const { Cell::new(CommitHold::None) };
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CommitHold {
+    None,
+    /// Asked for; entered at PRE_COMMIT.
+    Asked,
+    /// Entered for the asking transaction (not a DT's own hold).
+    Held,
 }
 
 pub fn init() {
@@ -368,6 +379,35 @@ impl Commit {
 impl Drop for Commit {
     fn drop(&mut self) {
         depart(false, &[], &[]);
+    }
+}
+
+/// The current transaction forgets decisions (a resolver pass): from its
+/// PRE_COMMIT until it has committed it holds the fence as a commit does,
+/// so that its commit is never inside a restore point's hold
+/// (src/README.md, "Restore points").
+pub fn hold_at_commit() {
+    if COMMIT_HOLD.with(|h| h.get()) == CommitHold::None {
+        COMMIT_HOLD.with(|h| h.set(CommitHold::Asked));
+    }
+}
+
+/// PRE_COMMIT, after the transaction's DT entered (or not): takes the hold
+/// `hold_at_commit` asked for, unless a DT's hold, which lasts past the
+/// commit, covers it already. Waits while snapshots ahead of it are taken.
+pub fn enter_at_commit() {
+    if COMMIT_HOLD.with(|h| h.get()) != CommitHold::Asked || AT_FENCE.with(|a| a.get()) {
+        return;
+    }
+    std::mem::forget(Commit::enter(0, false, &[]));
+    COMMIT_HOLD.with(|h| h.set(CommitHold::Held));
+}
+
+/// COMMIT, after the transaction's DT finished: leaves the hold
+/// `enter_at_commit` took. Never raises.
+pub fn leave_at_commit() {
+    if COMMIT_HOLD.with(|h| h.replace(CommitHold::None)) == CommitHold::Held {
+        depart(true, &[], &[]);
     }
 }
 
@@ -626,6 +666,7 @@ impl Drop for Exclusive {
 /// commit still at the fence leaves its nodes in doubt (it may have
 /// committed locally), anything else just leaves. Never raises.
 pub fn at_exit() {
+    COMMIT_HOLD.with(|h| h.set(CommitHold::None));
     if !AT_FENCE.with(|a| a.get()) {
         return;
     }

@@ -330,6 +330,11 @@ fn forget(horizon: u64, still_prepared: &[u64]) -> usize {
         }
         forget.push(d.xid);
     }
+    if !forget.is_empty() {
+        // A restore point between a node's point and the coordinator's
+        // must not see the decision go (src/README.md, "Restore points").
+        fence::hold_at_commit();
+    }
     catalog::forget_decisions(&forget)
 }
 

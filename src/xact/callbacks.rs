@@ -55,6 +55,12 @@ unsafe extern "C-unwind" fn xact_callback(event: pg_sys::XactEvent::Type, _arg: 
 }
 
 fn pre_commit() -> Result<(), DgError> {
+    prepare_dt()?;
+    fence::enter_at_commit();
+    Ok(())
+}
+
+fn prepare_dt() -> Result<(), DgError> {
     with_slot(|slot| {
         let Some(dt) = slot.as_mut() else {
             return Ok(());
@@ -93,6 +99,7 @@ fn at_commit() {
             Ok(())
         });
     }
+    fence::leave_at_commit();
 }
 
 fn at_abort() {

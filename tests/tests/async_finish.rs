@@ -61,12 +61,15 @@ fn snapshot_balances(c: &mut Client) -> Result<(i64, i64), dg_tests::postgres::E
     })
 }
 
+/// A COMMIT's thread: it gives back the session and the COMMIT's result.
+type Committing = thread::JoinHandle<(Client, Result<(), String>)>;
+
 /// Starts a transfer of 10 from peer1 to peer2 whose COMMIT (with
 /// `dg.synchronous_finish = off`) sleeps after its local commit, stops the
 /// peer2 backend serving it once the DT is prepared there, and returns
 /// the COMMIT's thread (with the session and the COMMIT's result) and the
 /// guard that resumes that backend.
-fn stalled_commit(db: &Db) -> (thread::JoinHandle<(Client, Result<(), String>)>, Resume) {
+fn stalled_commit(db: &Db) -> (Committing, Resume) {
     let mut c = db.coord();
     c.batch_execute(
         "SET dg.synchronous_finish = off; SET dg.fault = 'after_local_commit=sleep:1500'; BEGIN",

@@ -199,8 +199,8 @@ fn run(kind: Kind, extra_conf: &[&str]) {
     let mut conf = vec![INTERVAL_CONF];
     conf.extend_from_slice(extra_conf);
     let cluster = Cluster::start_with(2, &conf);
-    for n in 0..POINTS.len() {
-        let what = format!("{kind:?} at {}", POINTS[n].0);
+    for (n, (point, _)) in POINTS.iter().enumerate() {
+        let what = format!("{kind:?} at {point}");
         let db = cluster.db(&format!("fault_{n}"));
         db.on_peers("CREATE TABLE accounts (id int PRIMARY KEY, balance bigint NOT NULL); INSERT INTO accounts VALUES (1, 1000);");
         // The checkpoint makes the set-up survive a crash also when

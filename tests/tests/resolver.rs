@@ -436,7 +436,7 @@ fn a_failed_finish_keeps_its_decision() {
         log.matches(&tried).count(),
         "every pass tried to commit, and failed"
     );
-    assert_eq!(db.prepared_gids(1), [gid.clone()]);
+    assert_eq!(db.prepared_gids(1), std::slice::from_ref(&gid));
     let action: String = c
         .query_one("SELECT action FROM dg.in_doubt WHERE gid = $1", &[&gid])
         .unwrap()

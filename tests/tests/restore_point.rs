@@ -89,16 +89,62 @@ fn prepared(cluster: &Cluster, db: &str) -> i64 {
         .sum()
 }
 
-#[test]
-fn a_restore_of_every_node_to_the_point_is_consistent() {
-    let mut coord_conf = vec!["dg.resolver_interval = '200ms'"];
+/// A coordinator (with `conf`) and the peers, all archiving their WAL.
+fn archiving_cluster(conf: &str) -> Cluster {
+    let mut coord_conf = vec![conf];
     coord_conf.extend(Node::ARCHIVING);
-    let cluster = Cluster {
+    Cluster {
         coordinator: Node::coordinator("coord", &coord_conf),
         peers: (1..=PEERS)
             .map(|i| Node::start(&format!("peer{i}"), &Node::ARCHIVING))
             .collect(),
-    };
+    }
+}
+
+fn base_backups(cluster: &Cluster) {
+    cluster.coordinator.base_backup();
+    for p in &cluster.peers {
+        p.base_backup();
+    }
+}
+
+/// `dg.create_restore_point(POINT)`, as (node, lsn) rows.
+fn create_restore_point(c: &mut Client) -> Vec<(Option<String>, String)> {
+    c.query(
+        "SELECT node, lsn::text FROM dg.create_restore_point($1)",
+        &[&POINT],
+    )
+    .unwrap_or_else(|e| panic!("create_restore_point: {}", error_text(&e)))
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
+/// Restores every node from its base backup to POINT (made at `points`):
+/// the peers first, then `between` (the peers as restored, before the
+/// coordinator's resolver can see them), then the coordinator.
+fn restore_to_point(
+    cluster: &Cluster,
+    points: &[(Option<String>, String)],
+    between: impl FnOnce(),
+) {
+    // Every point must be in the archive before the nodes go.
+    cluster.coordinator.archive_through(&points[0].1);
+    for (p, (_, lsn)) in cluster.peers.iter().zip(&points[1..]) {
+        p.archive_through(lsn);
+    }
+    let name = format!("recovery_target_name = '{POINT}'");
+    let target = [name.as_str(), "recovery_target_action = 'promote'"];
+    for p in &cluster.peers {
+        p.restore(&target);
+    }
+    between();
+    cluster.coordinator.restore(&target);
+}
+
+#[test]
+fn a_restore_of_every_node_to_the_point_is_consistent() {
+    let cluster = archiving_cluster("dg.resolver_interval = '200ms'");
     let db = cluster.db("pitr");
     db.on_peers(&accounts_ddl());
     db.coord()
@@ -107,10 +153,7 @@ fn a_restore_of_every_node_to_the_point_is_consistent() {
             accounts_ddl()
         ))
         .unwrap();
-    cluster.coordinator.base_backup();
-    for p in &cluster.peers {
-        p.base_backup();
-    }
+    base_backups(&cluster);
 
     let stop = Arc::new(AtomicBool::new(false));
     let committed = Arc::new(AtomicU64::new(0));
@@ -146,15 +189,7 @@ fn a_restore_of_every_node_to_the_point_is_consistent() {
     c.batch_execute("SET dg.fault = 'between_restore_points:1=sleep:1000'")
         .unwrap();
     let before = committed.load(Ordering::Relaxed);
-    let points: Vec<(Option<String>, String)> = c
-        .query(
-            "SELECT node, lsn::text FROM dg.create_restore_point($1)",
-            &[&POINT],
-        )
-        .unwrap_or_else(|e| panic!("create_restore_point: {}", error_text(&e)))
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let points = create_restore_point(&mut c);
     let during = committed.load(Ordering::Relaxed) - before;
     c.batch_execute("INSERT INTO after_point VALUES (now())")
         .unwrap();
@@ -175,22 +210,11 @@ fn a_restore_of_every_node_to_the_point_is_consistent() {
         committed.load(Ordering::Relaxed)
     );
 
-    // Every point must be in the archive before the nodes go.
-    cluster.coordinator.archive_through(&points[0].1);
-    for (p, (_, lsn)) in cluster.peers.iter().zip(&points[1..]) {
-        p.archive_through(lsn);
-    }
     drop(c);
-    let name = format!("recovery_target_name = '{POINT}'");
-    let target = [name.as_str(), "recovery_target_action = 'promote'"];
-    // The peers first: the restored coordinator's resolver starts at once.
-    for p in &cluster.peers {
-        p.restore(&target);
-    }
-    // What was in doubt at the point, before the resolver can see it.
-    let in_doubt = prepared(&cluster, "pitr");
+    let mut in_doubt = 0;
     let resolved_before = cluster.coordinator.log_count("dg resolver: ");
-    cluster.coordinator.restore(&target);
+    // What was in doubt at the point, before the resolver can see it.
+    restore_to_point(&cluster, &points, || in_doubt = prepared(&cluster, "pitr"));
 
     let mut c = db.coord();
     assert_eq!(
@@ -210,4 +234,83 @@ fn a_restore_of_every_node_to_the_point_is_consistent() {
          {resolved} finished by its resolver; total {restored} of {TOTAL}"
     );
     assert_eq!(restored, TOTAL, "the money after the restore");
+}
+
+/// A DT in doubt at the point (committed on peer1, still prepared on
+/// peer2) that a resolver pass finishes while the point is being made,
+/// after peer2's point and before the coordinator's. The pass forgets the
+/// decision in the same transaction; that commit waits for the fence, so
+/// the restored coordinator still has the decision, and its resolver
+/// commits what the restored peer2 has prepared. Without the wait the
+/// decision is gone at the coordinator's point and peer2's half is rolled
+/// back (src/README.md, "Restore points").
+#[test]
+fn a_decision_forgotten_while_the_point_is_made_is_restored() {
+    let cluster = archiving_cluster("dg.resolver_enabled = off");
+    let db = cluster.db("pitr_forget");
+    db.on_peers(&accounts_ddl());
+    base_backups(&cluster);
+    let peers_total = || {
+        (1..=PEERS)
+            .map(|i| scalar(&mut db.peer(i), "SELECT sum(balance)::bigint FROM accounts"))
+            .sum::<i64>()
+    };
+    let expected = peers_total();
+
+    // The backend dies after peer1's COMMIT PREPARED: in doubt on peer2.
+    let mut c = db.coord();
+    c.batch_execute("SET dg.fault = 'between_finishes:1=exit'")
+        .unwrap();
+    let died = (|| {
+        c.batch_execute("BEGIN")?;
+        add(&mut c, 1, 1, -100)?;
+        add(&mut c, 2, 1, 100)?;
+        c.batch_execute("COMMIT")
+    })();
+    assert!(died.is_err(), "the COMMIT survived its fault");
+    cluster.coordinator.wait_ready();
+    assert_eq!(
+        (db.prepared(1), db.prepared(2)),
+        (0, 1),
+        "in doubt on peer2"
+    );
+
+    let maker = {
+        let mut c = db.coord();
+        thread::spawn(move || {
+            c.batch_execute("SET dg.fault = 'between_restore_points:2=sleep:3000'")
+                .unwrap();
+            create_restore_point(&mut c)
+        })
+    };
+    // peer2's point is made once the maker's statement there is done.
+    let made_on_peer2 = || {
+        scalar(
+            &mut db.peer(2),
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle' \
+             AND query LIKE '%pg_create_restore_point%'",
+        ) == 1
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), made_on_peer2),
+        "no restore point on peer2"
+    );
+    let finished = scalar(
+        &mut db.coord(),
+        "SELECT count(*) FROM dg.recover() WHERE result = 'committed'",
+    );
+    let points = maker.join().expect("create_restore_point failed");
+    assert_eq!(finished, 1, "the pass did not commit peer2's half");
+    assert_eq!(db.prepared_all(), 0);
+
+    restore_to_point(&cluster, &points, || {
+        assert_eq!(
+            db.prepared(2),
+            1,
+            "peer2 was restored without its prepared half"
+        )
+    });
+    scalar(&mut db.coord(), "SELECT count(*) FROM dg.recover()");
+    assert_eq!(db.prepared_all(), 0, "prepared after the restore");
+    assert_eq!(peers_total(), expected, "the money after the restore");
 }
