@@ -283,7 +283,8 @@ pub fn forgettable_decisions(horizon: u64, keep: &[u64]) -> Vec<Decision> {
 /// backend died before any WAL of it was flushed stays "in progress" to
 /// the next passes (it is past the last completed xid after crash
 /// recovery), and its prepared transactions wait for some other local
-/// transaction to end.
+/// transaction to end. A caller that deletes any holds the commit fence
+/// at its commit (`fence::hold_at_commit`, src/README.md).
 pub fn forget_decisions(xids: &[u64]) -> usize {
     let xids: Vec<i64> = xids.iter().map(|x| *x as i64).collect();
     write(
