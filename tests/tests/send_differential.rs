@@ -230,6 +230,10 @@ fn run(c: &mut Client, peers: &mut [Client], s: &Script, mode: Mode) -> Seen {
         c.batch_execute("ROLLBACK").expect("ROLLBACK");
         Some(String::new())
     };
+    // The server sends a failed COMMIT's error before it aborts (and dg
+    // rolls back what it prepared), and the client returns on the error:
+    // the next statement waits until the session is ready, the abort done.
+    c.batch_execute("SELECT 1").expect("after the transaction");
     let state = peers
         .iter_mut()
         .map(|p| {
