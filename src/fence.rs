@@ -688,6 +688,12 @@ pub fn pass_begins() -> u64 {
     f.events
 }
 
+/// A resolver pass of this database has listed `server` since the server
+/// started (the shared memory was made).
+pub fn listed_since_start(server: u32) -> bool {
+    FENCE.share().listed.contains(&(database(), server))
+}
+
 /// A resolver pass of this database that began at `mark` listed the nodes
 /// `listed`, and left the DTs `unfinished` (xid, node) committed but not
 /// finished there. Entries of the listed nodes older than the pass and not

@@ -102,25 +102,39 @@ pub struct Scan {
 
 /// Every node's in-doubt transactions, each once (two servers may name
 /// the same peer database), and whether every node could be read; a node
-/// that cannot is skipped with a WARNING naming it.
+/// that cannot is skipped with a WARNING naming it. Every node is listed
+/// before any transaction is classified, so the xids that nobody holds
+/// are passed first (`pass_unassigned`).
 pub fn scan() -> Scan {
     let prefix = prefix();
-    let mut seen = HashSet::new();
-    let mut found = Vec::new();
+    let mut listings = Vec::new();
     let mut listed = Vec::new();
     let mut complete = true;
     for node in catalog::node_names() {
         let listing = fdw::worker_target(&node)
             .and_then(|target| Ok((target.server.to_u32(), list(&target, &prefix)?)));
-        let (server, rows) = match listing {
-            Ok(listing) => listing,
+        match listing {
+            Ok((server, rows)) => {
+                listed.push(server);
+                let first = !fence::listed_since_start(server);
+                listings.push((node, server, first, rows));
+            }
             Err(e) => {
                 skip_node(&node, e);
                 complete = false;
-                continue;
             }
-        };
-        listed.push(server);
+        }
+    }
+    let maybe_before_start: Vec<Gid> = listings
+        .iter()
+        .filter(|(_, _, first, _)| *first)
+        .flat_map(|(_, _, _, rows)| rows)
+        .filter_map(|(gid, _, _)| Gid::parse(gid))
+        .collect();
+    pass_unassigned(&maybe_before_start);
+    let mut seen = HashSet::new();
+    let mut found = Vec::new();
+    for (node, server, _, rows) in listings {
         for (gid, prepared, prepared_us) in rows {
             let Some(parsed) = Gid::parse(&gid) else {
                 continue;
@@ -143,6 +157,66 @@ pub fn scan() -> Scan {
         listed,
         complete,
     }
+}
+
+/// How far past the next xid a transaction in doubt since before the
+/// start may name its local transaction and still have the counter moved
+/// past it: far more than the xids a crash can leave unlogged (those of
+/// the transactions then running, and of commits not yet flushed), and a
+/// bound on what a GID made up on a node can make this server consume.
+const MAX_UNASSIGNED: u64 = 100_000;
+
+/// Moves the transaction counter past the local xids of `gids` that no
+/// transaction has been given yet, by handing out (and aborting) every
+/// xid up to the newest.
+///
+/// A DT that prepared on a node before it wrote anything locally has an
+/// xid no WAL record carries. After a crash, recovery restarts the counter
+/// past the xids it replayed only, so that xid may lie ahead, where the
+/// proc array calls it running (it is newer than every completed one):
+/// the pass would leave the prepared transaction, holding its locks, until
+/// other transactions had used up the xids in between, which on an idle
+/// coordinator is never. Passed, the xid is an aborted transaction of this
+/// pass's, and can never be handed out again: its GIDs are rolled back as
+/// any whose transaction ended without a decision. The caller gives only
+/// GIDs from a node's first listing since the start: those can predate
+/// the crash, and a GID made up on a node later cannot make every pass
+/// consume xids.
+fn pass_unassigned(gids: &[Gid]) {
+    // SAFETY: reads the shared next xid under its lock.
+    let next = unsafe { pg_sys::ReadNextFullTransactionId() }.value;
+    let mut newest = None;
+    for gid in gids.iter().filter(|g| g.xid >= next) {
+        if gid.xid - next < MAX_UNASSIGNED {
+            newest = newest.max(Some(gid.xid));
+        } else {
+            pgrx::log!(
+                "dg resolver: {gid} names local transaction {}, {} past the next one; it stays in doubt until the transaction counter passes it",
+                gid.xid,
+                gid.xid - next
+            );
+        }
+    }
+    let Some(newest) = newest else {
+        return;
+    };
+    // SAFETY: an internal subtransaction per xid, given one and rolled
+    // back at once, as PL/pgSQL's exception blocks do; the memory context
+    // and resource owner are restored after each.
+    unsafe {
+        let context = pg_sys::CurrentMemoryContext;
+        let owner = pg_sys::CurrentResourceOwner;
+        while pg_sys::ReadNextFullTransactionId().value <= newest {
+            pg_sys::BeginInternalSubTransaction(std::ptr::null());
+            pg_sys::GetCurrentTransactionId();
+            pg_sys::RollbackAndReleaseCurrentSubTransaction();
+            pg_sys::MemoryContextSwitchTo(context);
+            pg_sys::CurrentResourceOwner = owner;
+        }
+    }
+    pgrx::log!(
+        "dg resolver: moved the transaction counter past {newest}, the local transaction of a DT in doubt since before the start"
+    );
 }
 
 fn skip_node(node: &str, e: DgError) {

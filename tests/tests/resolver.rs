@@ -114,6 +114,70 @@ fn a_decision_commits_only_its_own_participants() {
     );
 }
 
+/// The coordinator's next xid, not handing one out.
+fn next_xid(db: &Db) -> i64 {
+    scalar(
+        &mut db.coord(),
+        "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint",
+    )
+}
+
+/// A DT that prepared before it wrote anything locally has an xid that no
+/// WAL record carries, so after a crash the counter can restart behind
+/// it, where the xid looks running. On an idle coordinator nothing else
+/// uses up the xids in between: the resolver must move the counter past
+/// it, and roll the DT back. A GID made up on a node later, ahead of the
+/// counter, must not make passes consume xids: it is only left.
+#[test]
+fn a_dt_ahead_of_the_restarted_counter_is_rolled_back() {
+    let cluster = Cluster::start_with(2, &[INTERVAL_CONF, "dg.resolver_enabled = off"]);
+    let db = cluster.db("unlogged_xid");
+    db.on_peers("CREATE TABLE t (id int)");
+    let ahead = next_xid(&db) + 10;
+    orphan(&db, 1, ahead, 1);
+    orphan(&db, 2, ahead, 2);
+    db.coord()
+        .batch_execute("ALTER SYSTEM SET dg.resolver_enabled = on")
+        .unwrap();
+    // The counter restarts behind `ahead` (the line below says it was
+    // moved); the first pass may move it before the test can look.
+    cluster.coordinator.crash_and_restart();
+    assert!(
+        wait_until(resolved_within(), || db.prepared_all() == 0),
+        "in-doubt transactions left after restart: {:?} {:?}",
+        db.prepared_gids(1),
+        db.prepared_gids(2)
+    );
+    assert_eq!((rows(&db, 1, 1), rows(&db, 2, 2)), (0, 0), "rolled back");
+    assert!(next_xid(&db) > ahead, "the counter moved past the DT's xid");
+    assert!(
+        cluster.coordinator.wait_log(
+            &format!("dg resolver: moved the transaction counter past {ahead}"),
+            resolved_within()
+        ),
+        "the resolver says it moved the counter"
+    );
+
+    let next = next_xid(&db);
+    orphan(&db, 1, next + 10, 3);
+    let gid = gid_of(&mut db.coord(), "peer1", next + 10);
+    let mut c = db.coord();
+    for _ in 0..3 {
+        let result: String = c
+            .query_one("SELECT result FROM dg.recover() WHERE gid = $1", &[&gid])
+            .unwrap()
+            .get(0);
+        assert_eq!(result, "in progress", "a GID made up later is left");
+    }
+    assert!(
+        next_xid(&db) < next + 10,
+        "passes consumed xids for a GID made up on a node"
+    );
+    db.peer(1)
+        .batch_execute(&format!("ROLLBACK PREPARED '{gid}'"))
+        .unwrap();
+}
+
 #[test]
 fn resolves_orphans_with_no_client() {
     let cluster = Cluster::start_with(2, &[INTERVAL_CONF, "dg.resolver_enabled = off"]);
