@@ -108,6 +108,7 @@ pub struct Scan {
 pub fn scan() -> Scan {
     let prefix = prefix();
     let mut listings = Vec::new();
+    let mut before_start = Vec::new();
     let mut listed = Vec::new();
     let mut complete = true;
     for node in catalog::node_names() {
@@ -116,8 +117,14 @@ pub fn scan() -> Scan {
         match listing {
             Ok((server, rows)) => {
                 listed.push(server);
-                let first = !fence::listed_since_start(server);
-                listings.push((node, server, first, rows));
+                let rows: Vec<_> = rows
+                    .into_iter()
+                    .filter_map(|(gid, prepared, us)| Some((Gid::parse(&gid)?, gid, prepared, us)))
+                    .collect();
+                if !fence::listed_since_start(server) {
+                    before_start.extend(rows.iter().map(|(parsed, ..)| parsed.clone()));
+                }
+                listings.push((node, server, rows));
             }
             Err(e) => {
                 skip_node(&node, e);
@@ -125,20 +132,11 @@ pub fn scan() -> Scan {
             }
         }
     }
-    let maybe_before_start: Vec<Gid> = listings
-        .iter()
-        .filter(|(_, _, first, _)| *first)
-        .flat_map(|(_, _, _, rows)| rows)
-        .filter_map(|(gid, _, _)| Gid::parse(gid))
-        .collect();
-    pass_unassigned(&maybe_before_start);
+    pass_unassigned(&before_start);
     let mut seen = HashSet::new();
     let mut found = Vec::new();
-    for (node, server, _, rows) in listings {
-        for (gid, prepared, prepared_us) in rows {
-            let Some(parsed) = Gid::parse(&gid) else {
-                continue;
-            };
+    for (node, server, rows) in listings {
+        for (parsed, gid, prepared, prepared_us) in rows {
             if seen.insert(gid.clone()) {
                 let action = classify(&parsed);
                 found.push(InDoubt {
