@@ -16,6 +16,21 @@ mod tests {
         );
     }
 
+    /// DROP and CREATE EXTENSION in a session make a new dg.coordinator
+    /// with a new id; the cached id must follow (its key is the table).
+    #[pg_test]
+    fn coordinator_id_follows_a_new_coordinator_table() {
+        let old = crate::catalog::coordinator_id();
+        Spi::run("ALTER TABLE dg.coordinator RENAME TO coordinator_before").unwrap();
+        Spi::run("CREATE TABLE dg.coordinator AS SELECT gen_random_uuid() AS id").unwrap();
+        let new = crate::catalog::coordinator_id();
+        assert_ne!(new, old);
+        assert_eq!(
+            Some(new),
+            Spi::get_one::<String>("SELECT id::text FROM dg.coordinator").unwrap()
+        );
+    }
+
     #[pg_test(error = "a distributed transaction is already in progress")]
     fn dist_begin_twice_is_refused() {
         Spi::run("SELECT dg.dist_begin()").unwrap();

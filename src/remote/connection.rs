@@ -14,7 +14,7 @@
 
 use super::libpq::{Flush, PgConn, PgResult, Poll, ResultKind};
 use super::target::Target;
-use super::wait::{deadline_after, wait_socket, WaitEvent, Want};
+use super::wait::{deadline_after, wait_socket, SocketWait, WaitEvent, Want};
 use crate::error::{DgError, DgResult, RemoteError};
 use crate::gucs;
 use pgrx::pg_sys;
@@ -48,6 +48,8 @@ pub struct Connection {
     /// Detached commands read, with their tags, until the late-answer
     /// hook has them.
     late: Vec<(u64, Result<(), DgError>)>,
+    /// Every wait once the connection is open.
+    wait: SocketWait,
     conn: PgConn,
 }
 
@@ -166,6 +168,7 @@ impl Connection {
             stream_last: false,
             sent: Vec::new(),
             late: Vec::new(),
+            wait: SocketWait::new(conn.socket()),
             conn,
         };
         c.exec(SESSION_SETUP, None, deadline, WaitEvent::Connect)?;
@@ -717,7 +720,7 @@ impl Connection {
         event: WaitEvent,
         what: &'static str,
     ) -> DgResult<()> {
-        if !wait_socket(self.conn.socket(), want, deadline, event) {
+        if !self.wait.wait(want, deadline, event) {
             return Err(DgError::Timeout {
                 node: self.node.clone(),
                 what,

@@ -100,7 +100,7 @@ impl WaitEvent {
     }
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Want {
     Read,
     Write,
@@ -171,12 +171,33 @@ impl Drop for Watched {
 /// Waits until `sock` is ready for `want` (true) or `deadline` passes
 /// (false), shown as `event`. Interrupts are checked each time the latch
 /// is set, so a pending cancel raises an ERROR from here unless interrupts
-/// are held; so may the watch.
+/// are held; so may the watch. For sockets that may change between waits
+/// (while libpq connects); an open connection waits with its `SocketWait`.
 pub fn wait_socket(sock: c_int, want: Want, deadline: Option<Instant>, event: WaitEvent) -> bool {
-    let socket_event = match want {
-        Want::Read => pg_sys::WL_SOCKET_READABLE,
-        Want::Write => pg_sys::WL_SOCKET_WRITEABLE,
-    };
+    wait_loop(want, deadline, |events, timeout_ms| {
+        // SAFETY: MyLatch is the backend's own latch; sock is a live socket
+        // owned by a PGconn for the duration of the call.
+        unsafe {
+            pg_sys::WaitLatchOrSocket(
+                pg_sys::MyLatch,
+                events as c_int,
+                sock,
+                timeout_ms as _,
+                event.info(),
+            ) as u32
+        }
+    })
+}
+
+/// The loop both kinds of wait share: `once(events, timeout_ms)` waits
+/// for the latch, the socket event `want` names, and (when `events` has
+/// it) the timeout, and returns the events that occurred.
+fn wait_loop(
+    want: Want,
+    deadline: Option<Instant>,
+    mut once: impl FnMut(u32, std::ffi::c_long) -> u32,
+) -> bool {
+    let socket_event = want.event();
     let mut watched = Watched::start();
     loop {
         if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -189,28 +210,116 @@ pub fn wait_socket(sock: c_int, want: Want, deadline: Option<Instant>, event: Wa
             events |= pg_sys::WL_TIMEOUT;
             timeout_ms = left.as_millis().clamp(1, i32::MAX as u128) as std::ffi::c_long;
         }
-        // SAFETY: MyLatch is the backend's own latch; sock is a live socket
-        // owned by a PGconn for the duration of the call.
-        let rc = unsafe {
-            pg_sys::WaitLatchOrSocket(
-                pg_sys::MyLatch,
-                events as c_int,
-                sock,
-                timeout_ms as _,
-                event.info(),
-            )
-        };
-        if rc & pg_sys::WL_LATCH_SET as c_int != 0 {
+        let rc = once(events, timeout_ms);
+        if rc & pg_sys::WL_LATCH_SET != 0 {
             // SAFETY: resetting our own latch before checking interrupts.
             unsafe { pg_sys::ResetLatch(pg_sys::MyLatch) };
             pgrx::check_for_interrupts!();
         }
-        if rc & (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT) as c_int != 0 {
+        if rc & (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT) != 0 {
             watched.woke();
         }
-        if rc & socket_event as c_int != 0 {
+        if rc & socket_event != 0 {
             return true;
         }
+    }
+}
+
+impl Want {
+    fn event(self) -> u32 {
+        match self {
+            Want::Read => pg_sys::WL_SOCKET_READABLE,
+            Want::Write => pg_sys::WL_SOCKET_WRITEABLE,
+        }
+    }
+}
+
+/// The waits of one open connection, on a wait set kept for its life.
+///
+/// `WaitLatchOrSocket` builds and frees a set (an epoll instance, three
+/// registrations) on every call: five system calls around each wait, a
+/// tenth of a commit's CPU on the coordinator when every statement waits
+/// once. This set is built once, when the connection is open (where an
+/// ERROR may be raised: the commit and abort paths, which must not raise,
+/// only reuse it), and freed with the connection.
+///
+/// Only for a socket that stays the same: libpq may replace its socket
+/// while it connects, and a closed socket's number may come back for a
+/// new one, which this set would not watch. Once a connection is open,
+/// its socket lasts as long as the connection.
+pub struct SocketWait {
+    set: std::ptr::NonNull<pg_sys::WaitEventSet>,
+    /// The socket's position in the set, and what it is watched for.
+    pos: c_int,
+    want: Want,
+}
+
+impl SocketWait {
+    /// A set watching the latch, the postmaster and `sock` (for reading).
+    /// Raises an ERROR if no file descriptor is left for it.
+    pub fn new(sock: c_int) -> SocketWait {
+        // SAFETY: a set with room for three events, in memory that lives
+        // as long as the backend, not tracked by a resource owner (an
+        // ERROR must not free it under the connection): Drop frees it,
+        // also when adding an event below raises.
+        let set = unsafe {
+            #[cfg(any(feature = "pg15", feature = "pg16"))]
+            let set = pg_sys::CreateWaitEventSet(pg_sys::TopMemoryContext, 3);
+            #[cfg(not(any(feature = "pg15", feature = "pg16")))]
+            let set = pg_sys::CreateWaitEventSet(std::ptr::null_mut(), 3);
+            set
+        };
+        let mut wait = SocketWait {
+            set: std::ptr::NonNull::new(set).expect("CreateWaitEventSet returns a set"),
+            pos: -1,
+            want: Want::Read,
+        };
+        let none = std::ptr::null_mut();
+        // SAFETY: a live set with room left; MyLatch is the backend's own
+        // latch; sock is the open connection's socket.
+        unsafe {
+            pg_sys::AddWaitEventToSet(set, pg_sys::WL_LATCH_SET, -1, pg_sys::MyLatch, none);
+            pg_sys::AddWaitEventToSet(set, pg_sys::WL_EXIT_ON_PM_DEATH, -1, none.cast(), none);
+            wait.pos = pg_sys::AddWaitEventToSet(set, wait.want.event(), sock, none.cast(), none);
+        }
+        wait
+    }
+
+    /// As `wait_socket`, on the socket this set watches.
+    pub fn wait(&mut self, want: Want, deadline: Option<Instant>, event: WaitEvent) -> bool {
+        let set = self.set.as_ptr();
+        if self.want != want {
+            // SAFETY: pos is the socket's entry in this live set; a socket
+            // entry may change between reading and writing.
+            unsafe { pg_sys::ModifyWaitEvent(set, self.pos, want.event(), std::ptr::null_mut()) };
+            self.want = want;
+        }
+        // The set watches the same events every time; only the timeout
+        // (-1: none) changes.
+        wait_loop(want, deadline, |_, timeout_ms| {
+            let mut occurred = [pg_sys::WaitEvent::default(); 3];
+            // SAFETY: a live set and room for as many events as it holds.
+            let n = unsafe {
+                pg_sys::WaitEventSetWait(
+                    set,
+                    timeout_ms as _,
+                    occurred.as_mut_ptr(),
+                    occurred.len() as c_int,
+                    event.info(),
+                )
+            };
+            if n == 0 {
+                return pg_sys::WL_TIMEOUT;
+            }
+            occurred[..n as usize].iter().fold(0, |rc, e| rc | e.events)
+        })
+    }
+}
+
+impl Drop for SocketWait {
+    fn drop(&mut self) {
+        // SAFETY: the set was made by `new` and is freed once, here.
+        unsafe { pg_sys::FreeWaitEventSet(self.set.as_ptr()) };
     }
 }
 
