@@ -12,9 +12,9 @@
 //! commands (BEGIN, PREPARE, a ROLLBACK with nothing open) only the
 //! server log at DEBUG1.
 
-use super::libpq::{Flush, PgConn, PgResult, Poll, ResultKind};
+use super::libpq::{Flush, PgConn, PgResult, Poll, ResultKind, OUT_OF_DESCRIPTORS};
 use super::target::Target;
-use super::wait::{deadline_after, wait_socket, SocketWait, WaitEvent, Want};
+use super::wait::{deadline_after, descriptor_left, wait_socket, SocketWait, WaitEvent, Want};
 use crate::error::{DgError, DgResult, RemoteError};
 use crate::gucs;
 use pgrx::pg_sys;
@@ -132,6 +132,11 @@ impl Connection {
             message,
         };
         let conn = PgConn::start(&target.options).map_err(connect_error)?;
+        // Beside its socket, the connection needs a descriptor for a wait
+        // set: one at a time while it connects, then the one it keeps.
+        if !descriptor_left() {
+            return Err(connect_error(OUT_OF_DESCRIPTORS.into()));
+        }
         // The tighter of dg.connect_timeout and the node's own option.
         let (limit, bound_by) = match (gucs::connect_timeout(), target.connect_timeout()) {
             (Some(g), Some(o)) if o < g => (Some(o), "the node's connect_timeout"),
@@ -155,6 +160,7 @@ impl Connection {
         if target.password_required && !used_password {
             return Err(DgError::PasswordNotUsed(node));
         }
+        let wait = SocketWait::new(conn.socket());
         let mut c = Connection {
             node,
             mapping: target.mapping,
@@ -168,7 +174,7 @@ impl Connection {
             stream_last: false,
             sent: Vec::new(),
             late: Vec::new(),
-            wait: SocketWait::new(conn.socket()),
+            wait,
             conn,
         };
         c.exec(SESSION_SETUP, None, deadline, WaitEvent::Connect)?;

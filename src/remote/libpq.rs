@@ -99,6 +99,10 @@ unsafe extern "C" fn queue_notice(arg: *mut c_void, res: *const pq::PGresult) {
     }
 }
 
+/// Why a connection was refused when the backend's descriptors ran out.
+pub const OUT_OF_DESCRIPTORS: &str =
+    "too many open files in this backend to open another connection";
+
 impl PgConn {
     /// Starts a non-blocking connection attempt (`PQconnectStartParams`
     /// with `expand_dbname = 0`, so a dbname is never parsed as a
@@ -115,7 +119,7 @@ impl PgConn {
         // does, so neither side runs the process out of descriptors.
         // SAFETY: plain bookkeeping call; released in Drop or below.
         if !unsafe { pgrx::pg_sys::AcquireExternalFD() } {
-            return Err("too many open files in this backend to open another connection".into());
+            return Err(OUT_OF_DESCRIPTORS.into());
         }
         // SAFETY: both arrays are NULL-terminated and outlive the call.
         let raw = unsafe { pq::PQconnectStartParams(kp.as_ptr(), vp.as_ptr(), 0) };

@@ -234,6 +234,22 @@ impl Want {
     }
 }
 
+/// Whether the backend may open one more descriptor beside fd.c's files
+/// (`AcquireExternalFD`'s budget). Every wait set takes one (its epoll
+/// instance), and `CreateWaitEventSet` raises a bare "epoll_create1
+/// failed" (XX000) when none is left, so a caller about to need one asks
+/// first and refuses in its own words.
+pub fn descriptor_left() -> bool {
+    // SAFETY: bookkeeping calls; a descriptor acquired is given back at
+    // once.
+    unsafe {
+        pg_sys::AcquireExternalFD() && {
+            pg_sys::ReleaseExternalFD();
+            true
+        }
+    }
+}
+
 /// The waits of one open connection, on a wait set kept for its life.
 ///
 /// `WaitLatchOrSocket` builds and frees a set (an epoll instance, three
@@ -256,7 +272,8 @@ pub struct SocketWait {
 
 impl SocketWait {
     /// A set watching the latch, the postmaster and `sock` (for reading).
-    /// Raises an ERROR if no file descriptor is left for it.
+    /// It takes one of the backend's external descriptors: the caller
+    /// makes sure one is left (`descriptor_left`), or this raises.
     pub fn new(sock: c_int) -> SocketWait {
         // SAFETY: a set with room for three events, in memory that lives
         // as long as the backend, not tracked by a resource owner (an

@@ -487,8 +487,20 @@ impl Node {
             "host=127.0.0.1 port={} user=postgres dbname={db} application_name=dg-tests connect_timeout=10",
             self.port
         );
-        Client::connect(&conn, NoTls)
-            .unwrap_or_else(|e| panic!("connect to {} db {db}: {e}", self.name))
+        Client::connect(&conn, NoTls).unwrap_or_else(|e| {
+            // The server's words and its log's end: a refused connection
+            // is otherwise only "db error".
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            panic!(
+                "connect to {} db {db}: {} ({:?})\n{}",
+                self.name,
+                error_text(&e),
+                e.code().map(|c| c.code()),
+                tail.join("\n")
+            )
+        })
     }
 
     /// Kills the postmaster with SIGKILL, as a crash would, and starts the

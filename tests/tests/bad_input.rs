@@ -5,7 +5,7 @@
 //! the peers, and never print a password.
 
 use dg_tests::{
-    dist_exec, error_text, expect_sqlstate, free_port, scalar, wait_until, Cluster, Db,
+    dist_exec, error_text, expect_sqlstate, free_port, scalar, sqlstate, wait_until, Cluster, Db,
 };
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
@@ -355,4 +355,72 @@ fn hot_standby_runs_dts_read_only() {
     drop(s);
     assert_untouched(&db);
     standby.stop();
+}
+
+/// A backend out of descriptors refuses the next connection with 08001
+/// and says why, never with a bare "epoll_create1 failed" (XX000); the
+/// session goes on, and nothing stays open or prepared. Each peer
+/// connection holds two of the backend's descriptors (its socket and its
+/// wait set), so the budget runs out at one or the other by its parity: a
+/// dblink connection held in the second session takes one more, so one
+/// of the two sessions runs out at each.
+#[test]
+fn a_backend_out_of_descriptors_refuses_the_next_connection() {
+    // About 19 descriptors of that kind per backend: a third of what fd.c
+    // keeps after its reserve.
+    let cluster = Cluster::start_with(
+        1,
+        &["max_files_per_process = 75", "dg.resolver_enabled = off"],
+    );
+    let db = cluster.db("out_of_fds");
+    let port = cluster.peers[0].port;
+    let nodes: Vec<String> = (1..=40).map(|n| format!("n{n}")).collect();
+    let mut setup = db.coord();
+    setup.batch_execute("CREATE EXTENSION dblink").unwrap();
+    for node in &nodes {
+        setup
+            .batch_execute(&format!(
+                "CREATE SERVER {node} FOREIGN DATA WRAPPER dg
+                     OPTIONS (host '127.0.0.1', port '{port}', dbname 'out_of_fds');
+                 CREATE USER MAPPING FOR PUBLIC SERVER {node} OPTIONS (user 'postgres');"
+            ))
+            .unwrap();
+    }
+    for hold_dblink in [false, true] {
+        let mut c = db.coord();
+        if hold_dblink {
+            c.batch_execute(&format!(
+                "SELECT dblink_connect('held', 'host=127.0.0.1 port={port} dbname=out_of_fds user=postgres')"
+            ))
+            .unwrap();
+        }
+        c.batch_execute("BEGIN").unwrap();
+        let mut opened = 0;
+        let e = loop {
+            let node = nodes
+                .get(opened)
+                .expect("40 connections fit in one backend's descriptors");
+            match c.execute("SELECT dg.dist_exec($1, 'SELECT 1')", &[node]) {
+                Ok(_) => opened += 1,
+                Err(e) => break e,
+            }
+        };
+        let text = error_text(&e);
+        assert_eq!(
+            sqlstate(&e),
+            Some("08001"),
+            "after {opened} connections: {text}"
+        );
+        assert!(
+            text.contains("too many open files in this backend"),
+            "{text}"
+        );
+        c.batch_execute("ROLLBACK").unwrap();
+        assert_eq!(scalar(&mut c, "SELECT 1::bigint"), 1);
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), || db.busy_dg_sessions(1) == 0),
+        "a dg session still busy on the peer"
+    );
+    assert_eq!(db.prepared(1), 0);
 }
