@@ -491,8 +491,8 @@ impl Node {
             // The server's words and its log's end: a refused connection
             // is otherwise only "db error".
             let log = self.log();
-            let tail: Vec<&str> = log.lines().rev().take(20).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(20)..];
             panic!(
                 "connect to {} db {db}: {} ({:?})\n{}",
                 self.name,
