@@ -248,6 +248,10 @@ SELECT dg.dist_snapshot('peer1', 'peer2');
 SELECT (SELECT s FROM dg.dist_query('peer1', $range) AS t(s numeric)) + (SELECT s FROM dg.dist_query('peer2', $range) AS t(s numeric));
 COMMIT;
 SQL
+# The same reads without dist_snapshot() (each node's REPEATABLE READ
+# snapshot is then taken by its dist_query, outside the fence): what the
+# reader costs two shared cores by itself, apart from the fence.
+grep -v dist_snapshot "$scripts/reader.sql" >"$scripts/plain_reader.sql"
 
 # -- statistics -----------------------------------------------------------------
 # Each measure of a point is kept per round, as a space-separated list.
@@ -400,8 +404,9 @@ run() {
 }
 
 # run_cost WRITER CLIENTS KEY READER: one round of the snapshot cost
-# (issue 14): WRITER at CLIENTS, with (READER=1) or without a reader
-# taking snapshot_rate consistent snapshots a second (two pgbench
+# (issue 14): WRITER at CLIENTS, without a reader (READER=none), or beside
+# one running READER's script (reader: consistent snapshots; plain_reader:
+# the same reads without one) snapshot_rate times a second (two pgbench
 # clients, so that one slow block does not lower the rate). Adds, besides run's
 # measures, WMED[KEY] (the writers' median latency, ms), FENCE[KEY] (% of
 # the writers' active samples waiting for the fence's lock) and, with the
@@ -414,12 +419,12 @@ run_cost() {
     rm -rf "$logs"
     mkdir -p "$logs"
     offset=$(stat -c %s "$coord_log")
-    if [ "$reader" = 1 ]; then
+    if [ "$reader" != none ]; then
         # log_min_duration_statement = 0 for the reader's session only:
         # the log times each of its statements, the snapshot among them.
         PGAPPNAME=bench_reader PGOPTIONS="-c log_min_duration_statement=0" \
             "$DG_PG_BIN/pgbench" -n -h 127.0.0.1 -p "$coord" -U postgres -c 2 -j 2 -R "$snapshot_rate" \
-            -T "$seconds" -l --log-prefix="$logs/reader" -f "$scripts/reader.sql" $db >"$logs/reader.out" 2>&1 &
+            -T "$seconds" -l --log-prefix="$logs/reader" -f "$scripts/$reader.sql" $db >"$logs/reader.out" 2>&1 &
         rpid=$!
     fi
     psql_val "$coord" $db "SELECT bench_fence_samples($seconds)" >"$logs/samples" &
@@ -443,6 +448,7 @@ run_cost() {
     # With --rate, pgbench's logged time counts from the scheduled start:
     # less the schedule lag (column 7), the block's own latency.
     add RMED "$key" "$(us_to_ms "$(median_of "$logs/readers" 3 7)")"
+    [ "$reader" = reader ] || return 0
     tail -c +$((offset + 1)) "$coord_log" |
         sed -nE 's/.*duration: ([0-9.]+) ms +statement: SELECT dg\.dist_snapshot\(.*/\1/p' >"$logs/snapshots"
     add SNAP "$key" "$(fmt "$(median_of "$logs/snapshots" 1)" "%.3f")"
@@ -549,7 +555,9 @@ for rtt in $rtts; do
     for n in 2 4 8; do
         points+=("run peers_$n 1 dg_block/peers$n/rtt$rtt" "run send_peers_$n 1 dg_send/peers$n/rtt$rtt")
     done
-    points+=("run_cost dg_send $cost_clients cost/rtt$rtt 0" "run_cost dg_send $cost_clients cost+reader/rtt$rtt 1")
+    points+=("run_cost dg_send $cost_clients cost/rtt$rtt none"
+        "run_cost dg_send $cost_clients cost+reader/rtt$rtt reader"
+        "run_cost dg_send $cost_clients cost+plain/rtt$rtt plain_reader")
     in_rounds "${points[@]}"
     if [ "$rtt" != 0 ]; then
         point_links peer_port
@@ -703,17 +711,23 @@ commit=$(git -C "$DG_REPO" rev-parse --short HEAD 2>/dev/null || echo '?')
         echo
         echo "## Consistent snapshots beside writers, RTT $rtt µs"
         echo
-        echo "dg_send at $cost_clients clients; the reader: \`BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT dg.dist_snapshot('peer1', 'peer2');\` a sum of 100 accounts from each, \`COMMIT\`, at $snapshot_rate a second (pgbench --rate, 2 clients). Latencies are medians of each DT (pgbench's log); the snapshot's is \`dist_snapshot()\` alone (the coordinator's log); fence lock: the writers' share of active samples (every 20 ms) waiting for the commit fence's LWLock."
+        echo "dg_send at $cost_clients clients; the reader: \`BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT dg.dist_snapshot('peer1', 'peer2');\` a sum of 100 accounts from each, \`COMMIT\`, at $snapshot_rate a second (pgbench --rate, 2 clients). Latencies are medians of each DT (pgbench's log); the snapshot's is \`dist_snapshot()\` alone (the coordinator's log); the diagnostic row runs the same reader without \`dist_snapshot()\`, so that what the reads cost two shared cores can be told from what the fence costs; fence lock: the writers' share of active samples (every 20 ms) waiting for the commit fence's LWLock."
         echo
         echo "| reader | writer TPS | TPS min–max | writer median latency (ms) | snapshots/s | snapshot median (ms) | reader block median (ms) | writers on the fence lock (%) |"
         echo "|---|---|---|---|---|---|---|---|"
-        for k in cost cost+reader; do
+        for k in cost cost+reader cost+plain; do
             r=none rate=– snap=– rmed=–
-            if [ "$k" = cost+reader ]; then
-                r="$snapshot_rate/s" rate=$(m RATE "$k/rtt$rtt" %.1f) snap=$(m SNAP "$k/rtt$rtt") rmed=$(m RMED "$k/rtt$rtt")
+            case $k in
+            cost+reader) r="$snapshot_rate/s" ;;
+            cost+plain) r="$snapshot_rate/s, the same reads without the snapshot (diagnostic)" ;;
+            esac
+            if [ "$k" != cost ]; then
+                rate=$(m RATE "$k/rtt$rtt" %.1f) snap=$(m SNAP "$k/rtt$rtt") rmed=$(m RMED "$k/rtt$rtt")
             fi
             echo "| $r | $(m TPS "$k/rtt$rtt" %.1f) | $(range TPS "$k/rtt$rtt" %.0f) | $(m WMED "$k/rtt$rtt") | $rate | $snap | $rmed | $(m FENCE "$k/rtt$rtt" %.2f) |"
         done
+        echo
+        echo "Writer TPS beside the reads without a snapshot, over alone: $(ratio "$(m TPS "cost+plain/rtt$rtt")" "$(m TPS "cost/rtt$rtt")")x (what the reads cost by themselves); beside the consistent reader, over beside the plain one: $(ratio "$(m TPS "cost+reader/rtt$rtt")" "$(m TPS "cost+plain/rtt$rtt")")x (what the snapshot and its fence add)."
     done
     echo
     echo "## Targets"
