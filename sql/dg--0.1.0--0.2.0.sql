@@ -14,7 +14,8 @@ CREATE FUNCTION dg.stats_counters(OUT committed_2pc bigint, OUT committed_1pc bi
                                   OUT finish_failures bigint, OUT finish_failures_unreachable bigint,
                                   OUT resolver_commits bigint, OUT resolver_aborts bigint,
                                   OUT remote_requests bigint, OUT deadlocks bigint, OUT lost_commits bigint,
-                                  OUT in_doubt bigint, OUT oldest_in_doubt_us bigint)
+                                  OUT in_doubt bigint, OUT oldest_in_doubt_us bigint,
+                                  OUT snapshots bigint, OUT snapshots_held bigint, OUT snapshot_retakes bigint)
     RETURNS SETOF record ROWS 1
     LANGUAGE c AS 'MODULE_PATHNAME', 'stats_counters_wrapper';
 COMMENT ON FUNCTION dg.stats_counters() IS 'Behind the dg.stats view: the counters.';
@@ -34,6 +35,7 @@ CREATE VIEW dg.stats AS
 SELECT c.committed_2pc, c.committed_1pc, c.aborted, c.finish_failures, c.finish_failures_unreachable,
        c.resolver_commits, c.resolver_aborts, c.remote_requests, c.deadlocks, c.lost_commits, c.in_doubt,
        now() - to_timestamp(c.oldest_in_doubt_us / 1000000.0) AS oldest_in_doubt_age,
+       c.snapshots, c.snapshots_held, c.snapshot_retakes,
        max(calls) FILTER (WHERE step = 'statement') AS statement_calls,
        round(max(total_us) FILTER (WHERE step = 'statement') / 1000.0, 3) AS statement_total_ms,
        round(max(min_us) FILTER (WHERE step = 'statement') / 1000.0, 3) AS statement_min_ms,
@@ -62,7 +64,7 @@ SELECT c.committed_2pc, c.committed_1pc, c.aborted, c.finish_failures, c.finish_
 FROM dg.stats_counters() c, dg.stats_steps() s
 GROUP BY c.committed_2pc, c.committed_1pc, c.aborted, c.finish_failures, c.finish_failures_unreachable,
          c.resolver_commits, c.resolver_aborts, c.remote_requests, c.deadlocks, c.lost_commits, c.in_doubt,
-         c.oldest_in_doubt_us;
+         c.oldest_in_doubt_us, c.snapshots, c.snapshots_held, c.snapshot_retakes;
 GRANT SELECT ON dg.stats TO PUBLIC;
 COMMENT ON VIEW dg.stats IS 'Distributed transactions of this server since it started or dg.stats_reset() (all databases).';
 COMMENT ON COLUMN dg.stats.committed_2pc IS 'DTs committed with two-phase commit.';
@@ -82,6 +84,9 @@ COMMENT ON COLUMN dg.stats.lost_commits IS
 COMMENT ON COLUMN dg.stats.in_doubt IS
     'dg prepared transactions the last resolver pass of each database left prepared (still committing, or not finishable yet).';
 COMMENT ON COLUMN dg.stats.oldest_in_doubt_age IS 'How long ago the oldest of them was prepared; NULL with none.';
+COMMENT ON COLUMN dg.stats.snapshots IS 'Consistent snapshots taken (dist_snapshot).';
+COMMENT ON COLUMN dg.stats.snapshots_held IS 'Of those, snapshots taken holding the commit fence (commits waited for them): after six tries crossed by finishing DTs, or with a DT in doubt on a node.';
+COMMENT ON COLUMN dg.stats.snapshot_retakes IS 'Snapshots taken while commits went on that a finishing DT crossed, taken again.';
 COMMENT ON COLUMN dg.stats.statement_calls IS 'Times of one user statement on a node (dist_exec, dist_query), sent to answered: how many.';
 COMMENT ON COLUMN dg.stats.statement_total_ms IS 'Times of one user statement on a node (dist_exec, dist_query), sent to answered: total, ms.';
 COMMENT ON COLUMN dg.stats.statement_min_ms IS 'Times of one user statement on a node (dist_exec, dist_query), sent to answered: shortest, ms (0 before the first).';

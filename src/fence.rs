@@ -16,6 +16,7 @@
 //! `recovery` (passes) meet here without importing each other.
 
 use crate::fence_queue::{may_pass, Class, Holder};
+use crate::visibility::Finishing;
 use pgrx::lwlock::PgLwLock;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -38,6 +39,10 @@ const ENTRIES: usize = 2048;
 const LISTED: usize = 1024;
 /// Commits with local writes remembered after they left the fence.
 const RECENT: usize = 1024;
+/// Nodes of commits that arrived while snapshots watched, remembered for
+/// them; a watch that more arrived during gives up (src/README.md,
+/// "Watched snapshots").
+const ARRIVALS: usize = 4096;
 
 /// A node of a DT: the foreign server and the user mapping (which names
 /// the prepared transaction's GID).
@@ -45,6 +50,15 @@ const RECENT: usize = 1024;
 pub struct Node {
     pub server: u32,
     pub mapping: u32,
+}
+
+/// A node a DT prepared on, with the peer's xid of its transaction there
+/// (0: the peer did not say), by which a watched snapshot tells whether
+/// it sees the DT there.
+#[derive(Copy, Clone, Default, Debug)]
+pub struct Prepared {
+    pub node: Node,
+    pub remote_xid: u64,
 }
 
 #[derive(Copy, Clone, Default)]
@@ -59,12 +73,17 @@ struct Slot {
     xid: u64,
     /// A commit whose local transaction wrote more than its decision row.
     local: bool,
-    nodes: [Node; NODES],
+    nodes: [Prepared; NODES],
     n: usize,
+    /// Every node the commit prepared on is in `nodes`.
+    whole: bool,
 }
 
 const COMMIT: u8 = 1;
 const SNAPSHOT: u8 = 2;
+/// A watched snapshot: not in line (commits never wait for it), only
+/// told of the commits that arrive.
+const WATCH: u8 = 3;
 
 impl Slot {
     fn holder(&self) -> Option<Holder> {
@@ -91,6 +110,8 @@ struct Entry {
     /// Its `COMMIT PREPARED` was sent and not waited for: it lands within
     /// a round trip, unless the link failed since.
     sent: bool,
+    /// The peer's xid of the prepared transaction (0: not known).
+    remote_xid: u64,
     /// `events` when it was added: a pass removes only entries older than
     /// its start.
     added: u64,
@@ -102,6 +123,16 @@ struct Recent {
     database: u32,
     xid: u32,
     at: i64,
+}
+
+/// A node of a commit that arrived at the fence while a snapshot watched.
+#[derive(Copy, Clone, Default)]
+struct Arrival {
+    database: u32,
+    xid: u64,
+    local: bool,
+    whole: bool,
+    node: Prepared,
 }
 
 #[derive(Copy, Clone)]
@@ -122,6 +153,11 @@ pub struct Fence {
     recent: [Recent; RECENT],
     recent_next: usize,
     forgotten_at: i64,
+    /// Slots taken by watched snapshots: while there are any, arriving
+    /// commits leave their nodes in `arrivals` (the latest `arrived`).
+    watches: u32,
+    arrivals: [Arrival; ARRIVALS],
+    arrived: u64,
 }
 
 impl Default for Fence {
@@ -136,6 +172,9 @@ impl Default for Fence {
             recent: [Recent::default(); RECENT],
             recent_next: 0,
             forgotten_at: 0,
+            watches: 0,
+            arrivals: [Arrival::default(); ARRIVALS],
+            arrived: 0,
         }
     }
 }
@@ -201,7 +240,7 @@ impl Fence {
         }
     }
 
-    fn add_entry(&mut self, database: u32, xid: u64, node: Node, sent: bool) {
+    fn add_entry(&mut self, database: u32, xid: u64, node: Node, remote_xid: u64, sent: bool) {
         self.events += 1;
         let added = self.events;
         if let Some(e) = self
@@ -221,6 +260,7 @@ impl Fence {
                     xid,
                     node,
                     sent,
+                    remote_xid,
                     added,
                 }
             }
@@ -239,11 +279,17 @@ impl Fence {
     /// answers of their `COMMIT PREPARED` are read.
     fn leave(&mut self, me: usize, committed: bool, unfinished: &[Node], sent: &[Node]) {
         let s = self.slots[me];
+        let remote_xid = |node: &Node| {
+            s.nodes[..s.n]
+                .iter()
+                .find(|p| p.node == *node)
+                .map_or(0, |p| p.remote_xid)
+        };
         for node in unfinished {
-            self.add_entry(s.database, s.xid, *node, false);
+            self.add_entry(s.database, s.xid, *node, remote_xid(node), false);
         }
         for node in sent {
-            self.add_entry(s.database, s.xid, *node, true);
+            self.add_entry(s.database, s.xid, *node, remote_xid(node), true);
         }
         if committed && s.local {
             let old = self.recent[self.recent_next];
@@ -257,13 +303,62 @@ impl Fence {
         }
         self.slots[me] = Slot::default();
         // Commits wait only behind a snapshot, so with none left no one
-        // waits for a commit that leaves.
-        if s.class == SNAPSHOT {
-            self.snapshots -= 1;
-        } else if self.snapshots == 0 {
-            return;
+        // waits for a commit that leaves; nobody waits for a watch.
+        match s.class {
+            SNAPSHOT => self.snapshots -= 1,
+            WATCH => {
+                self.watches -= 1;
+                return;
+            }
+            _ if self.snapshots == 0 => return,
+            _ => {}
         }
         self.wake_waiters();
+    }
+
+    /// Takes a ticket in slot `me` for `class`, with a commit's xid,
+    /// whether it wrote locally, and its nodes; a commit tells the
+    /// watches of them.
+    fn arrive(&mut self, me: usize, class: u8, xid: u64, local: bool, nodes: &[Prepared]) {
+        self.next_ticket += 1;
+        let mut slot = Slot {
+            class,
+            inside: class == WATCH,
+            ticket: self.next_ticket,
+            // SAFETY: reads the backend's pid.
+            pid: unsafe { pg_sys::MyProcPid },
+            database: database(),
+            xid,
+            local,
+            whole: nodes.len() <= NODES,
+            ..Slot::default()
+        };
+        slot.n = nodes.len().min(NODES);
+        slot.nodes[..slot.n].copy_from_slice(&nodes[..slot.n]);
+        match self.slots[me].class {
+            SNAPSHOT => self.snapshots -= 1,
+            WATCH => self.watches -= 1,
+            _ => {}
+        }
+        match class {
+            SNAPSHOT => self.snapshots += 1,
+            WATCH => self.watches += 1,
+            _ => {}
+        }
+        if class == COMMIT && self.watches > 0 {
+            for node in &slot.nodes[..slot.n] {
+                self.arrived += 1;
+                self.arrivals[(self.arrived % ARRIVALS as u64) as usize] = Arrival {
+                    database: slot.database,
+                    xid,
+                    local,
+                    whole: slot.whole,
+                    node: *node,
+                };
+            }
+        }
+        self.slots[me] = slot;
+        AT_FENCE.with(|a| a.set(true));
     }
 }
 
@@ -310,32 +405,8 @@ fn now() -> i64 {
     unsafe { pg_sys::GetCurrentTimestamp() }
 }
 
-/// Takes a ticket in slot `me` for `class`, with a commit's xid, whether it
-/// wrote locally, and its nodes.
-fn arrive(me: usize, class: u8, xid: u64, local: bool, nodes: &[Node]) {
-    let mut f = FENCE.exclusive();
-    f.next_ticket += 1;
-    let mut slot = Slot {
-        class,
-        inside: false,
-        ticket: f.next_ticket,
-        // SAFETY: reads the backend's pid.
-        pid: unsafe { pg_sys::MyProcPid },
-        database: database(),
-        xid,
-        local,
-        ..Slot::default()
-    };
-    slot.n = nodes.len().min(NODES);
-    slot.nodes[..slot.n].copy_from_slice(&nodes[..slot.n]);
-    if f.slots[me].class == SNAPSHOT {
-        f.snapshots -= 1;
-    }
-    if class == SNAPSHOT {
-        f.snapshots += 1;
-    }
-    f.slots[me] = slot;
-    AT_FENCE.with(|a| a.set(true));
+fn arrive(me: usize, class: u8, xid: u64, local: bool, nodes: &[Prepared]) {
+    FENCE.exclusive().arrive(me, class, xid, local, nodes);
 }
 
 /// Clears this backend's slot, if it is at the fence; `committed`,
@@ -357,7 +428,7 @@ impl Commit {
     /// Waits while snapshots ahead of it are taken (one round trip each);
     /// `xid`: the local full xid, `local`: the local transaction wrote
     /// (besides the decision row), `nodes`: where it prepared.
-    pub fn enter(xid: u64, local: bool, nodes: &[Node]) -> Commit {
+    pub fn enter(xid: u64, local: bool, nodes: &[Prepared]) -> Commit {
         let Some(me) = my_slot() else {
             return Commit(());
         };
@@ -610,26 +681,196 @@ impl Snapshot {
     /// its local ones. Asked while holding the fence, so every such DT has
     /// left it (and is in the ring) or has not committed yet.
     pub fn local_skew(&self, local: pg_sys::Snapshot) -> bool {
+        skewed(&recent_local_commits(&FENCE.share()), local)
+    }
+}
+
+/// The local xids of this database's commits with local writes that left
+/// the fence since the current transaction started; None if the ring has
+/// dropped one of those.
+fn recent_local_commits(f: &Fence) -> Option<Vec<u32>> {
+    let database = database();
+    // SAFETY: reads the transaction's start time; its snapshot is younger.
+    let since = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
+    (f.forgotten_at < since).then(|| {
+        f.recent
+            .iter()
+            .filter(|r| r.database == database && r.at >= since)
+            .map(|r| r.xid)
+            .collect()
+    })
+}
+
+/// Whether `local` misses one of `recent` that committed (or may have).
+fn skewed(recent: &Option<Vec<u32>>, local: pg_sys::Snapshot) -> bool {
+    recent.as_ref().is_none_or(|xids| {
+        xids.iter()
+            .any(|&xid| !local_sees(xid, local) && committed(xid))
+    })
+}
+
+/// Does the local snapshot `local` see local transaction `xid` committed?
+fn local_sees(xid: u32, local: pg_sys::Snapshot) -> bool {
+    // SAFETY: `local` is the live transaction snapshot.
+    !unsafe { pg_sys::XidInMVCCSnapshot(pg_sys::TransactionId::from(xid), local) } && committed(xid)
+}
+
+fn committed(xid: u32) -> bool {
+    // SAFETY: the xids are recent (at the fence during this transaction),
+    // so their commit status is still in the clog.
+    unsafe { pg_sys::TransactionIdDidCommit(pg_sys::TransactionId::from(xid)) }
+}
+
+/// A snapshot taken without stopping commits (src/README.md, "Watched
+/// snapshots"): it notes the commits at the fence when it starts, and is
+/// told of every commit that arrives until it ends, so that afterwards it
+/// can check that its nodes' snapshots see each of them whole.
+pub struct Watch {
+    mark: u64,
+    /// The commits at the fence, and those whose finish was sent and not
+    /// yet answered, on the watched servers when the watch started;
+    /// whether each wrote locally.
+    finishing: Vec<(Finishing, bool)>,
+    recent: Option<Vec<u32>>,
+}
+
+impl Watch {
+    /// Starts watching `servers`, unless what only waiting can settle is
+    /// there (a node the resolver has not listed since start, a DT in
+    /// doubt): then None, and the snapshot waits at the fence instead.
+    pub fn start(servers: &[u32]) -> Option<Watch> {
+        let me = my_slot()?;
         let database = database();
-        // SAFETY: reads the transaction's start time; its snapshot is younger.
-        let since = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
-        let candidates: Vec<u32> = {
-            let f = FENCE.share();
-            if f.forgotten_at >= since {
-                return true;
+        let mut f = FENCE.exclusive();
+        let on = |e: &&Entry| e.used && e.database == database && servers.contains(&e.node.server);
+        if servers.iter().any(|s| !f.listed.contains(&(database, *s)))
+            || f.entries.iter().filter(on).any(|e| !e.sent)
+        {
+            return None;
+        }
+        // A finish sent and not answered: committed on the DT's nodes that
+        // have no entry, so these must be seen too.
+        let mut finishing: Vec<(Finishing, bool)> = Vec::new();
+        for e in f.entries.iter().filter(on) {
+            let node = (e.node.server, e.remote_xid);
+            match finishing.iter_mut().find(|(dt, _)| dt.xid == e.xid) {
+                Some((dt, _)) => dt.nodes.push(node),
+                None => finishing.push((
+                    Finishing {
+                        xid: e.xid,
+                        nodes: vec![node],
+                        whole: true,
+                        known: Some(true),
+                    },
+                    false,
+                )),
             }
-            f.recent
-                .iter()
-                .filter(|r| r.database == database && r.at >= since)
-                .map(|r| r.xid)
-                .collect()
-        };
-        candidates.into_iter().any(|xid| {
-            let xid = pg_sys::TransactionId::from(xid);
-            // SAFETY: `local` is the live transaction snapshot; the xids are
-            // recent, so their commit status is still in the clog.
-            unsafe { pg_sys::XidInMVCCSnapshot(xid, local) && pg_sys::TransactionIdDidCommit(xid) }
+        }
+        for s in f
+            .slots
+            .iter()
+            .filter(|s| s.class == COMMIT && s.database == database)
+        {
+            let dt = Finishing {
+                xid: s.xid,
+                nodes: s.nodes[..s.n]
+                    .iter()
+                    .map(|p| (p.node.server, p.remote_xid))
+                    .collect(),
+                whole: s.whole,
+                known: None,
+            };
+            finishing.push((dt, s.local));
+        }
+        let recent = recent_local_commits(&f);
+        let mark = f.arrived;
+        f.arrive(me, WATCH, 0, false, &[]);
+        Some(Watch {
+            mark,
+            finishing,
+            recent,
         })
+    }
+
+    /// As `Snapshot::local_skew`, for the commits that left the fence
+    /// before the watch started (those after it are among `end`'s).
+    pub fn local_skew(&self, local: pg_sys::Snapshot) -> bool {
+        skewed(&self.recent, local)
+    }
+
+    /// Ends the watch, once every node has taken its snapshot: the DTs
+    /// that were finishing meanwhile, with what the local snapshot `local`
+    /// shows of those that wrote locally; None if more commits arrived
+    /// than the fence keeps for a watch.
+    pub fn end(mut self, local: pg_sys::Snapshot) -> Option<Vec<Finishing>> {
+        let database = database();
+        {
+            let f = FENCE.share();
+            if f.arrived - self.mark > ARRIVALS as u64 {
+                return None;
+            }
+            for seq in self.mark + 1..=f.arrived {
+                let a = f.arrivals[(seq % ARRIVALS as u64) as usize];
+                if a.database != database {
+                    continue;
+                }
+                let node = (a.node.node.server, a.node.remote_xid);
+                match self
+                    .finishing
+                    .iter_mut()
+                    .find(|(dt, _)| dt.xid == a.xid && dt.known.is_none())
+                {
+                    Some((dt, _)) => dt.nodes.push(node),
+                    None => self.finishing.push((
+                        Finishing {
+                            xid: a.xid,
+                            nodes: vec![node],
+                            whole: a.whole,
+                            known: None,
+                        },
+                        a.local,
+                    )),
+                }
+            }
+        }
+        Some(
+            std::mem::take(&mut self.finishing)
+                .into_iter()
+                .map(|(mut dt, wrote_locally)| {
+                    if wrote_locally {
+                        dt.known = Some(local_sees(dt.xid as u32, local));
+                    }
+                    dt
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Waits until the commit of local xid `xid` (of this database) has left
+/// the fence (its `COMMIT PREPARED`s answered, or it failed), or until
+/// `deadline`. Polls: a leaving commit wakes nobody but the snapshots
+/// holding the fence.
+pub fn await_departure(xid: u64, deadline: Instant) {
+    let database = database();
+    let at_fence = || {
+        FENCE
+            .share()
+            .slots
+            .iter()
+            .any(|s| s.class == COMMIT && s.database == database && s.xid == xid)
+    };
+    while at_fence() {
+        match deadline.checked_duration_since(Instant::now()) {
+            Some(left) if !left.is_zero() => sleep(left.min(Duration::from_millis(1))),
+            _ => return,
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        depart(false, &[], &[]);
     }
 }
 
@@ -673,7 +914,7 @@ pub fn at_exit() {
     let Some(me) = my_slot() else { return };
     let s = FENCE.share().slots[me];
     let unfinished: Vec<Node> = if s.class == COMMIT {
-        s.nodes[..s.n].to_vec()
+        s.nodes[..s.n].iter().map(|p| p.node).collect()
     } else {
         Vec::new()
     };
@@ -709,7 +950,7 @@ pub fn pass_ended(mark: u64, listed: &[u32], unfinished: &[(u64, Node)]) {
         }
     }
     for (xid, node) in unfinished {
-        f.add_entry(database, *xid, *node, false);
+        f.add_entry(database, *xid, *node, 0, false);
     }
     for server in listed {
         if f.listed.contains(&(database, *server)) {

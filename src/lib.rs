@@ -22,6 +22,7 @@ mod registry;
 mod remote;
 mod session_name;
 mod stats;
+mod visibility;
 mod wakeup;
 mod xact;
 

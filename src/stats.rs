@@ -32,6 +32,14 @@ pub enum Event {
     Deadlock,
     /// A node lost its part of a committed DT (the resolver found it).
     LostCommit,
+    /// A consistent snapshot was taken; `held`: holding the commit fence
+    /// (commits waited), else while commits went on.
+    SnapshotTaken {
+        held: bool,
+    },
+    /// A consistent snapshot taken while commits went on was crossed by
+    /// a DT's finish, and taken again.
+    SnapshotRetaken,
 }
 
 /// The timed steps.
@@ -86,6 +94,9 @@ pub struct Counters {
     remote_requests: AtomicU64,
     deadlocks: AtomicU64,
     lost_commits: AtomicU64,
+    snapshots: AtomicU64,
+    snapshots_held: AtomicU64,
+    snapshot_retakes: AtomicU64,
     steps: [Timing; STEPS],
     in_doubt: [InDoubt; DATABASES],
 }
@@ -149,6 +160,13 @@ pub fn count(e: Event) {
         Event::ResolverAbort => &c.resolver_aborts,
         Event::Deadlock => &c.deadlocks,
         Event::LostCommit => &c.lost_commits,
+        Event::SnapshotTaken { held } => {
+            if held {
+                c.snapshots_held.fetch_add(1, Relaxed);
+            }
+            &c.snapshots
+        }
+        Event::SnapshotRetaken => &c.snapshot_retakes,
     };
     field.fetch_add(1, Relaxed);
 }
@@ -198,6 +216,9 @@ pub fn reset() {
         &c.remote_requests,
         &c.deadlocks,
         &c.lost_commits,
+        &c.snapshots,
+        &c.snapshots_held,
+        &c.snapshot_retakes,
     ] {
         a.store(0, Relaxed);
     }
@@ -230,6 +251,9 @@ pub struct Snapshot {
     pub remote_requests: u64,
     pub deadlocks: u64,
     pub lost_commits: u64,
+    pub snapshots: u64,
+    pub snapshots_held: u64,
+    pub snapshot_retakes: u64,
     /// In `Step` order.
     pub steps: [StepTimes; STEPS],
     pub in_doubt: u64,
@@ -277,6 +301,9 @@ pub fn snapshot() -> Snapshot {
         remote_requests: c.remote_requests.load(Relaxed),
         deadlocks: c.deadlocks.load(Relaxed),
         lost_commits: c.lost_commits.load(Relaxed),
+        snapshots: c.snapshots.load(Relaxed),
+        snapshots_held: c.snapshots_held.load(Relaxed),
+        snapshot_retakes: c.snapshot_retakes.load(Relaxed),
         steps,
         in_doubt: count,
         oldest_in_doubt: oldest,

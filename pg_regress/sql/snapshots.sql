@@ -88,4 +88,13 @@ SELECT * FROM dg.dist_query('peer1',
 RESET dg.synchronous_finish;
 SELECT dg.dist_exec('peer1', 'DROP TABLE async_t');
 SELECT dg.dist_exec('peer2', 'DROP TABLE async_t');
+-- dg.stats counts the snapshots: with no commit going on, one is taken
+-- at the first try, while commits could go on (not holding the fence).
+SELECT snapshots AS snapshots0, snapshots_held AS held0, snapshot_retakes AS retakes0 FROM dg.stats \gset
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT * FROM dg.dist_snapshot('peer1', 'peer2');
+COMMIT;
+SELECT snapshots - :snapshots0 AS taken, snapshots_held - :held0 AS held,
+       snapshot_retakes - :retakes0 AS retaken
+FROM dg.stats;
 RESET dg.snapshot_timeout;

@@ -133,6 +133,9 @@ fn stats_counters() -> TableIterator<
         name!(lost_commits, i64),
         name!(in_doubt, i64),
         name!(oldest_in_doubt_us, Option<i64>),
+        name!(snapshots, i64),
+        name!(snapshots_held, i64),
+        name!(snapshot_retakes, i64),
     ),
 > {
     let c = stats::snapshot();
@@ -150,6 +153,9 @@ fn stats_counters() -> TableIterator<
         n(c.lost_commits),
         n(c.in_doubt),
         c.oldest_in_doubt,
+        n(c.snapshots),
+        n(c.snapshots_held),
+        n(c.snapshot_retakes),
     ))
 }
 

@@ -20,9 +20,16 @@ use crate::remote::cache;
 use crate::remote::connection::{LateAnswer, Outcome, SentResult};
 use crate::remote::wait::{cleanup_deadline, statement_deadline, WaitEvent};
 use crate::stats::{self, Event, Step};
+use crate::visibility::{first_fractured, NodeSnapshot};
 use crate::wakeup;
 use pgrx::{pg_sys, PgLogLevel};
 use std::time::Instant;
+
+/// Snapshots taken while commits go on, before one taken holding the
+/// fence: each try fails only if a DT's finish crossed it on its nodes
+/// (more than half of them with eight writers on the snapshot's two nodes
+/// and one disk for all: six tries leave 3 % to the fence).
+const WATCHED_TRIES: usize = 6;
 
 /// Asked of a participant that only ran queries: did they write anyway
 /// (a volatile function, a row lock)? Works on every supported peer.
@@ -456,13 +463,16 @@ impl Dt {
         if let Some(e) = first_error {
             return Err(e);
         }
-        let prepared: Vec<fence::Node> = self
+        let prepared: Vec<fence::Prepared> = self
             .participants
             .iter()
             .filter(|p| p.state == RemoteState::Prepared)
-            .map(|p| fence::Node {
-                server: p.server.to_u32(),
-                mapping: p.conn.mapping.to_u32(),
+            .map(|p| fence::Prepared {
+                node: fence::Node {
+                    server: p.server.to_u32(),
+                    mapping: p.conn.mapping.to_u32(),
+                },
+                remote_xid: p.remote_xid.unwrap_or(0),
             })
             .collect();
         self.fence = Some(fence::Commit::enter(xid, local_writes, &prepared));
@@ -679,8 +689,14 @@ impl Dt {
     }
 
     /// `dg.dist_snapshot()`: joins `nodes` (connecting outside the fence),
-    /// then, holding the fence, opens each one's transaction and takes its
-    /// snapshot, all in one round trip. Only those nodes may join later.
+    /// then has each open its transaction and take its snapshot, all in
+    /// one round trip, while commits go on: the fence tells which DTs were
+    /// finishing meanwhile, and the snapshots must see each of them whole
+    /// (src/README.md, "Watched snapshots"); a DT they do not is waited
+    /// for until its finish is done. After `WATCHED_TRIES` that do not, or
+    /// when a DT is in doubt on a node, the snapshots are taken again
+    /// holding the fence, which keeps commits out. Only those nodes may
+    /// join later.
     pub(super) fn take_snapshot(&mut self, nodes: &[String]) -> DgResult<Vec<String>> {
         for node in nodes {
             self.participant(node)?;
@@ -691,20 +707,59 @@ impl Dt {
             .map(|p| p.server.to_u32())
             .collect();
         let timeout = gucs::snapshot_timeout();
+        // SAFETY: the local transaction's snapshot, taken at its first
+        // statement (REPEATABLE READ keeps it).
+        let local = unsafe { pg_sys::GetTransactionSnapshot() };
         let deadline = Instant::now() + timeout;
+        for _ in 0..WATCHED_TRIES {
+            if Instant::now() >= deadline {
+                break;
+            }
+            let Some(watch) = fence::Watch::start(&servers) else {
+                break;
+            };
+            if watch.local_skew(local) {
+                return Err(DgError::SnapshotSkew);
+            }
+            let snapshots = self.snapshot_round(deadline)?;
+            let crossed = watch
+                .end(local)
+                .and_then(|finishing| snapshots.map(|s| first_fractured(&finishing, &s)));
+            match crossed {
+                Some(None) => {
+                    stats::count(Event::SnapshotTaken { held: false });
+                    self.snapshot = Some(servers);
+                    return Ok(self.nodes());
+                }
+                // Its finish is under way: taken again at once, the
+                // snapshots would most likely cross it again.
+                Some(Some(xid)) => fence::await_departure(xid, deadline),
+                None => {}
+            }
+            stats::count(Event::SnapshotRetaken);
+        }
         let parts = &mut self.participants;
         let held = fence::Snapshot::enter(&servers, deadline, |asked, until| {
             gone_from_nodes(parts, asked, until)
         })
         .map_err(|b| self.blocked(b))?;
-        // SAFETY: the local transaction's snapshot, taken at its first
-        // statement (REPEATABLE READ keeps it).
-        if held.local_skew(unsafe { pg_sys::GetTransactionSnapshot() }) {
+        if held.local_skew(local) {
             return Err(DgError::SnapshotSkew);
         }
         // Commits wait while the fence is held: bounded like the wait to
         // get in, whatever the statement timeout.
-        let bound = Instant::now() + timeout;
+        self.snapshot_round(Instant::now() + timeout)?;
+        drop(held);
+        stats::count(Event::SnapshotTaken { held: true });
+        self.snapshot = Some(servers);
+        Ok(self.nodes())
+    }
+
+    /// Every participant (again, after a rollback, if it has begun) opens
+    /// its transaction and takes its snapshot, in one round trip bounded
+    /// by `bound` and the statement timeout; the snapshots by server, None
+    /// if one could not be read.
+    fn snapshot_round(&mut self, bound: Instant) -> DgResult<Option<Vec<(u32, NodeSnapshot)>>> {
         let deadline = Some(statement_deadline().map_or(bound, |d| d.min(bound)));
         let begin = self.begin_sql.clone();
         let sqls: Vec<String> = self
@@ -718,12 +773,17 @@ impl Dt {
             (deadline, WaitEvent::Result),
             |_| sqls.next(),
         );
-        drop(held);
-        for r in results.into_iter().flatten() {
-            r?;
+        let mut snapshots = Vec::new();
+        for (p, r) in self.participants.iter().zip(results) {
+            let Some(r) = r else { continue };
+            let snapshot = r?
+                .tuples
+                .filter(|t| t.ntuples() == 1)
+                .and_then(|t| t.text(0, 0))
+                .and_then(|text| NodeSnapshot::parse(&text));
+            snapshots.push(snapshot.map(|s| (p.server.to_u32(), s)));
         }
-        self.snapshot = Some(servers);
-        Ok(self.nodes())
+        Ok(snapshots.into_iter().collect())
     }
 
     /// The error of a snapshot that waited in vain.

@@ -83,12 +83,18 @@ impl Participant {
             .queue_send(&prelude, stmt.sql, stmt.params, seq, statement_deadline())
     }
 
-    /// The statements that open the remote transaction and take its
-    /// snapshot (the first query of a REPEATABLE READ transaction takes
-    /// it), as one simple-protocol string: one round trip.
+    /// The statements that open the remote transaction (after rolling
+    /// back one a snapshot opened before) and take its snapshot (the
+    /// first query of a REPEATABLE READ transaction takes it) and print
+    /// it, as one simple-protocol string: one round trip.
     pub(super) fn snapshot_sql(&mut self, begin_sql: &str) -> String {
-        let mut stmts = self.catch_up(begin_sql, nest_level());
-        stmts.push("SELECT 1".to_string());
+        let mut stmts = Vec::new();
+        if self.depth > 0 {
+            stmts.push("ROLLBACK".to_string());
+            self.depth = 0;
+        }
+        stmts.extend(self.catch_up(begin_sql, nest_level()));
+        stmts.push("SELECT pg_catalog.pg_current_snapshot()".to_string());
         stmts.join("; ")
     }
 

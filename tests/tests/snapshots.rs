@@ -166,6 +166,24 @@ fn consistent_readers_never_see_a_transfer_half_done() {
     let mut c = db.coord();
     assert_eq!(total(&mut c, true).unwrap(), TOTAL);
     assert!(wait_until(Duration::from_secs(10), || db.prepared_all() == 0));
+    // Most were taken while the transfers went on; those that crossed one
+    // were taken again.
+    let row = c
+        .query_one(
+            "SELECT snapshots, snapshots_held, snapshot_retakes FROM dg.stats",
+            &[],
+        )
+        .unwrap();
+    let (taken, held, retaken): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    println!("snapshots: {taken} taken, {held} of them holding the fence, {retaken} taken again");
+    assert!(
+        taken >= reads as i64,
+        "{taken} snapshots counted for {reads} reads"
+    );
+    assert!(
+        2 * held < taken,
+        "{held} of {taken} snapshots held the fence: commits waited for most"
+    );
 }
 
 #[test]
@@ -289,21 +307,23 @@ fn a_backend_terminated_at_the_fence_does_not_hold_it() {
         wait_until(Duration::from_secs(10), || db.prepared_all() == 2),
         "the transfer prepared on both peers"
     );
-    // Snapshots wait for it (it enters the fence right after its PREPAREs
-    // answered: retry until one has waited for it).
     let mut c = db.coord();
     c.batch_execute("SET dg.snapshot_timeout = '300ms'")
         .unwrap();
+    // What keeps commits out waits for it (it enters the fence right
+    // after its PREPAREs answered: retry until one has waited for it).
     let mut waited = None;
     assert!(
-        wait_until(Duration::from_secs(10), || match total(&mut c, true) {
-            Err(e) => {
-                waited = Some(e);
-                true
+        wait_until(Duration::from_secs(10), || {
+            match c.query("SELECT * FROM dg.create_restore_point('holder')", &[]) {
+                Err(e) => {
+                    waited = Some(e);
+                    true
+                }
+                Ok(_) => false,
             }
-            Ok(_) => false,
         }),
-        "no snapshot waited for the commit at the fence"
+        "no restore point waited for the commit at the fence"
     );
     let e = waited.unwrap();
     assert_eq!(dg_tests::sqlstate(&e), Some("55P03"), "{}", error_text(&e));
@@ -312,8 +332,11 @@ fn a_backend_terminated_at_the_fence_does_not_hold_it() {
         "{}",
         error_text(&e)
     );
+    // A consistent snapshot does not wait: the nodes' snapshots see the
+    // parked transfer on neither node.
+    assert_eq!(total(&mut c, true).unwrap(), TOTAL);
     // Terminated there, it ends (its commit, already decided, may still go
-    // through on the way out): then snapshots go on at once.
+    // through on the way out): then nothing waits for it.
     c.batch_execute(&format!("SELECT pg_terminate_backend({pid})"))
         .unwrap();
     let _ = t.join().unwrap();
@@ -323,13 +346,59 @@ fn a_backend_terminated_at_the_fence_does_not_hold_it() {
     ) == 0));
     c.batch_execute("SET dg.snapshot_timeout = '10s'").unwrap();
     let started = Instant::now();
+    c.query("SELECT * FROM dg.create_restore_point('holder gone')", &[])
+        .unwrap_or_else(|e| panic!("create_restore_point: {}", error_text(&e)));
     assert_eq!(total(&mut c, true).unwrap(), TOTAL);
     assert!(
         started.elapsed() < Duration::from_secs(5),
-        "the snapshot waited {:?} after the holder was gone",
+        "the fence waited {:?} after the holder was gone",
         started.elapsed()
     );
     assert!(wait_until(Duration::from_secs(10), || db.prepared_all() == 0));
+}
+
+#[test]
+fn commits_go_on_while_a_snapshot_is_taken() {
+    let cluster = cluster();
+    let db = cluster.db("watched");
+    bank(&db);
+    wait_for_snapshots(&db);
+    // Peer 3's link holds every message a second each way: a snapshot of
+    // every node takes that long.
+    let slow = Proxy::for_peer(&db, 3);
+    let mut reader = db.coord();
+    let pid: i32 = reader
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    // Connected before the delay: only the snapshot's round trip pays it.
+    assert_eq!(total(&mut reader, false).unwrap(), TOTAL);
+    slow.set(Mode::Delay(Duration::from_secs(1)));
+    let snapshot = thread::spawn(move || total(&mut reader, true));
+    let mut c = db.coord();
+    let taking = |c: &mut Client| {
+        scalar(
+            c,
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = {pid} \
+                 AND state = 'active' AND query LIKE '%dist_snapshot%'"
+            ),
+        ) == 1
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || taking(&mut c)),
+        "the snapshot did not start"
+    );
+    // Two-phase commits on the other nodes meanwhile: none waits for it.
+    let mut w = db.coord();
+    for id in 1..=3 {
+        transfer(&mut w, 1, 2, id, 7).unwrap();
+    }
+    assert!(
+        taking(&mut c),
+        "the commits waited for the snapshot to be taken"
+    );
+    assert_eq!(snapshot.join().unwrap().unwrap(), TOTAL);
 }
 
 #[test]
@@ -356,34 +425,55 @@ fn a_local_commit_between_the_two_snapshots_fails_the_block_with_40001() {
     // Prepared on both peers: it enters the fence right after, and sleeps
     // there before its local commit.
     assert!(wait_until(Duration::from_secs(10), || db.prepared_all() == 2));
-    // The block's local snapshot is taken now, without the transfer; its
-    // snapshot on the nodes, after the fence, would have it.
-    c.batch_execute("SET dg.snapshot_timeout = '20s'").unwrap();
-    let e = expect_sqlstate(
-        c.batch_execute(
-            "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT dg.dist_snapshot('peer1', 'peer2')",
-        ),
-        "40001",
-    );
-    c.batch_execute("ROLLBACK").unwrap();
-    assert!(
-        error_text(&e).contains("committed locally"),
-        "{}",
-        error_text(&e)
-    );
-    t.join().unwrap().expect("the transfer commits");
-    // The retry sees it on every node and locally.
-    c.batch_execute(
-        "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT dg.dist_snapshot('peer1', 'peer2')",
-    )
-    .unwrap();
-    assert_eq!(scalar(&mut c, "SELECT count(*) FROM ledger"), 1);
     let remote = |c: &mut Client, i: usize| {
         scalar(
             c,
             &format!("SELECT b FROM dg.dist_query('peer{i}', 'SELECT balance FROM accounts WHERE id = 1') AS t(b bigint)"),
         )
     };
-    assert_eq!((remote(&mut c, 1), remote(&mut c, 2)), (995, 1005));
-    c.batch_execute("COMMIT").unwrap();
+    let read = |c: &mut Client| {
+        let r = (
+            scalar(c, "SELECT count(*) FROM ledger"),
+            remote(c, 1),
+            remote(c, 2),
+        );
+        c.batch_execute("COMMIT").unwrap();
+        r
+    };
+    // A block with its local snapshot from now, without the transfer.
+    let mut early = db.coord();
+    early
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        .unwrap();
+    assert_eq!(scalar(&mut early, "SELECT count(*) FROM ledger"), 0);
+    // A block that takes all its snapshots while the transfer is at the
+    // fence sees it everywhere or nowhere, locally too.
+    c.batch_execute("SET dg.snapshot_timeout = '20s'").unwrap();
+    c.batch_execute(
+        "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT dg.dist_snapshot('peer1', 'peer2')",
+    )
+    .unwrap();
+    let seen = read(&mut c);
+    assert!(
+        seen == (0, 1000, 1000) || seen == (1, 995, 1005),
+        "half the transfer: {seen:?}"
+    );
+    t.join().unwrap().expect("the transfer commits");
+    // The early block's snapshot on the nodes, taken now, would have it.
+    let e = expect_sqlstate(
+        early.batch_execute("SELECT dg.dist_snapshot('peer1', 'peer2')"),
+        "40001",
+    );
+    early.batch_execute("ROLLBACK").unwrap();
+    assert!(
+        error_text(&e).contains("committed locally"),
+        "{}",
+        error_text(&e)
+    );
+    // The retry sees it on every node and locally.
+    c.batch_execute(
+        "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT dg.dist_snapshot('peer1', 'peer2')",
+    )
+    .unwrap();
+    assert_eq!(read(&mut c), (1, 995, 1005));
 }
