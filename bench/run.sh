@@ -411,14 +411,17 @@ run() {
 # measures, WMED[KEY] (the writers' median latency, ms), FENCE[KEY] (% of
 # the writers' active samples waiting for the fence's lock) and, with the
 # reader, RATE[KEY] (snapshots/s), SNAP[KEY] (median dist_snapshot()
-# time in the coordinator's log, ms) and RMED[KEY] (the reader block's
+# time in the coordinator's log, ms), HELD[KEY] (% of the snapshots that
+# held the commit fence, from dg.stats) and RMED[KEY] (the reader block's
 # median latency, ms).
-declare -A WMED FENCE RATE SNAP RMED
+declare -A WMED FENCE RATE SNAP HELD RMED
 run_cost() {
     local writer=$1 nclients=$2 key=$3 reader=$4 logs="$work/logs" rpid="" spid offset
     rm -rf "$logs"
     mkdir -p "$logs"
     offset=$(stat -c %s "$coord_log")
+    local held0
+    held0=$(psql_val "$coord" $db "SELECT snapshots || ' ' || snapshots_held FROM dg.stats")
     if [ "$reader" != none ]; then
         # log_min_duration_statement = 0 for the reader's session only:
         # the log times each of its statements, the snapshot among them.
@@ -449,6 +452,8 @@ run_cost() {
     # less the schedule lag (column 7), the block's own latency.
     add RMED "$key" "$(us_to_ms "$(median_of "$logs/readers" 3 7)")"
     [ "$reader" = reader ] || return 0
+    add HELD "$key" "$(psql_val "$coord" $db "SELECT snapshots || ' ' || snapshots_held FROM dg.stats" |
+        awk -v b="$held0" 'BEGIN { split(b, a) } { n = $1 - a[1]; printf "%.1f", n ? 100 * ($2 - a[2]) / n : 0 }')"
     tail -c +$((offset + 1)) "$coord_log" |
         sed -nE 's/.*duration: ([0-9.]+) ms +statement: SELECT dg\.dist_snapshot\(.*/\1/p' >"$logs/snapshots"
     add SNAP "$key" "$(fmt "$(median_of "$logs/snapshots" 1)" "%.3f")"
@@ -711,20 +716,20 @@ commit=$(git -C "$DG_REPO" rev-parse --short HEAD 2>/dev/null || echo '?')
         echo
         echo "## Consistent snapshots beside writers, RTT $rtt µs"
         echo
-        echo "dg_send at $cost_clients clients; the reader: \`BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT dg.dist_snapshot('peer1', 'peer2');\` a sum of 100 accounts from each, \`COMMIT\`, at $snapshot_rate a second (pgbench --rate, 2 clients). Latencies are medians of each DT (pgbench's log); the snapshot's is \`dist_snapshot()\` alone (the coordinator's log); the diagnostic row runs the same reader without \`dist_snapshot()\`, so that what the reads cost two shared cores can be told from what the fence costs; fence lock: the writers' share of active samples (every 20 ms) waiting for the commit fence's LWLock."
+        echo "dg_send at $cost_clients clients; the reader: \`BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT dg.dist_snapshot('peer1', 'peer2');\` a sum of 100 accounts from each, \`COMMIT\`, at $snapshot_rate a second (pgbench --rate, 2 clients). Latencies are medians of each DT (pgbench's log); the snapshot's is \`dist_snapshot()\` alone (the coordinator's log); snapshots holding the fence: the share of them that kept commits out (\`dg.stats\`; the others were taken while commits went on); the diagnostic row runs the same reader without \`dist_snapshot()\`, so that what the reads cost two shared cores can be told from what the fence costs; fence lock: the writers' share of active samples (every 20 ms) waiting for the commit fence's LWLock."
         echo
-        echo "| reader | writer TPS | TPS min–max | writer median latency (ms) | snapshots/s | snapshot median (ms) | reader block median (ms) | writers on the fence lock (%) |"
-        echo "|---|---|---|---|---|---|---|---|"
+        echo "| reader | writer TPS | TPS min–max | writer median latency (ms) | snapshots/s | snapshot median (ms) | snapshots holding the fence (%) | reader block median (ms) | writers on the fence lock (%) |"
+        echo "|---|---|---|---|---|---|---|---|---|"
         for k in cost cost+reader cost+plain; do
-            r=none rate=– snap=– rmed=–
+            r=none rate=– snap=– held=– rmed=–
             case $k in
             cost+reader) r="$snapshot_rate/s" ;;
             cost+plain) r="$snapshot_rate/s, the same reads without the snapshot (diagnostic)" ;;
             esac
             if [ "$k" != cost ]; then
-                rate=$(m RATE "$k/rtt$rtt" %.1f) snap=$(m SNAP "$k/rtt$rtt") rmed=$(m RMED "$k/rtt$rtt")
+                rate=$(m RATE "$k/rtt$rtt" %.1f) snap=$(m SNAP "$k/rtt$rtt") held=$(m HELD "$k/rtt$rtt" %.1f) rmed=$(m RMED "$k/rtt$rtt")
             fi
-            echo "| $r | $(m TPS "$k/rtt$rtt" %.1f) | $(range TPS "$k/rtt$rtt" %.0f) | $(m WMED "$k/rtt$rtt") | $rate | $snap | $rmed | $(m FENCE "$k/rtt$rtt" %.2f) |"
+            echo "| $r | $(m TPS "$k/rtt$rtt" %.1f) | $(range TPS "$k/rtt$rtt" %.0f) | $(m WMED "$k/rtt$rtt") | $rate | $snap | $held | $rmed | $(m FENCE "$k/rtt$rtt" %.2f) |"
         done
         echo
         echo "Writer TPS beside the reads without a snapshot, over alone: $(ratio "$(m TPS "cost+plain/rtt$rtt")" "$(m TPS "cost/rtt$rtt")")x (what the reads cost by themselves); beside the consistent reader, over beside the plain one: $(ratio "$(m TPS "cost+reader/rtt$rtt")" "$(m TPS "cost+plain/rtt$rtt")")x (what the snapshot and its fence add)."
