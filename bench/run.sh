@@ -415,13 +415,17 @@ run() {
 # held the commit fence, from dg.stats) and RMED[KEY] (the reader block's
 # median latency, ms).
 declare -A WMED FENCE RATE SNAP HELD RMED
+# snapshot_counts: "taken held", dg.stats's snapshot counters now.
+snapshot_counts() {
+    psql_val "$coord" $db "SELECT snapshots || ' ' || snapshots_held FROM dg.stats"
+}
 run_cost() {
     local writer=$1 nclients=$2 key=$3 reader=$4 logs="$work/logs" rpid="" spid offset
     rm -rf "$logs"
     mkdir -p "$logs"
     offset=$(stat -c %s "$coord_log")
-    local held0
-    held0=$(psql_val "$coord" $db "SELECT snapshots || ' ' || snapshots_held FROM dg.stats")
+    local held0=""
+    [ "$reader" != reader ] || held0=$(snapshot_counts)
     if [ "$reader" != none ]; then
         # log_min_duration_statement = 0 for the reader's session only:
         # the log times each of its statements, the snapshot among them.
@@ -452,7 +456,7 @@ run_cost() {
     # less the schedule lag (column 7), the block's own latency.
     add RMED "$key" "$(us_to_ms "$(median_of "$logs/readers" 3 7)")"
     [ "$reader" = reader ] || return 0
-    add HELD "$key" "$(psql_val "$coord" $db "SELECT snapshots || ' ' || snapshots_held FROM dg.stats" |
+    add HELD "$key" "$(snapshot_counts |
         awk -v b="$held0" 'BEGIN { split(b, a) } { n = $1 - a[1]; printf "%.1f", n ? 100 * ($2 - a[2]) / n : 0 }')"
     tail -c +$((offset + 1)) "$coord_log" |
         sed -nE 's/.*duration: ([0-9.]+) ms +statement: SELECT dg\.dist_snapshot\(.*/\1/p' >"$logs/snapshots"

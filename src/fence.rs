@@ -705,14 +705,19 @@ fn recent_local_commits(f: &Fence) -> Option<Vec<u32>> {
 fn skewed(recent: &Option<Vec<u32>>, local: pg_sys::Snapshot) -> bool {
     recent.as_ref().is_none_or(|xids| {
         xids.iter()
-            .any(|&xid| !local_sees(xid, local) && committed(xid))
+            .any(|&xid| running_for(xid, local) && committed(xid))
     })
 }
 
 /// Does the local snapshot `local` see local transaction `xid` committed?
 fn local_sees(xid: u32, local: pg_sys::Snapshot) -> bool {
+    !running_for(xid, local) && committed(xid)
+}
+
+/// Was local transaction `xid` running (or not yet begun) for `local`?
+fn running_for(xid: u32, local: pg_sys::Snapshot) -> bool {
     // SAFETY: `local` is the live transaction snapshot.
-    !unsafe { pg_sys::XidInMVCCSnapshot(pg_sys::TransactionId::from(xid), local) } && committed(xid)
+    unsafe { pg_sys::XidInMVCCSnapshot(pg_sys::TransactionId::from(xid), local) }
 }
 
 fn committed(xid: u32) -> bool {
@@ -752,19 +757,13 @@ impl Watch {
         // have no entry, so these must be seen too.
         let mut finishing: Vec<(Finishing, bool)> = Vec::new();
         for e in f.entries.iter().filter(on) {
-            let node = (e.node.server, e.remote_xid);
-            match finishing.iter_mut().find(|(dt, _)| dt.xid == e.xid) {
-                Some((dt, _)) => dt.nodes.push(node),
-                None => finishing.push((
-                    Finishing {
-                        xid: e.xid,
-                        nodes: vec![node],
-                        whole: true,
-                        known: Some(true),
-                    },
-                    false,
-                )),
-            }
+            let dt = Finishing {
+                xid: e.xid,
+                nodes: Vec::new(),
+                whole: true,
+                known: Some(true),
+            };
+            note(&mut finishing, (dt, false), (e.node.server, e.remote_xid));
         }
         for s in f
             .slots
@@ -814,23 +813,14 @@ impl Watch {
                 if a.database != database {
                     continue;
                 }
+                let dt = Finishing {
+                    xid: a.xid,
+                    nodes: Vec::new(),
+                    whole: a.whole,
+                    known: None,
+                };
                 let node = (a.node.node.server, a.node.remote_xid);
-                match self
-                    .finishing
-                    .iter_mut()
-                    .find(|(dt, _)| dt.xid == a.xid && dt.known.is_none())
-                {
-                    Some((dt, _)) => dt.nodes.push(node),
-                    None => self.finishing.push((
-                        Finishing {
-                            xid: a.xid,
-                            nodes: vec![node],
-                            whole: a.whole,
-                            known: None,
-                        },
-                        a.local,
-                    )),
-                }
+                note(&mut self.finishing, (dt, a.local), node);
             }
         }
         Some(
@@ -844,6 +834,20 @@ impl Watch {
                 })
                 .collect(),
         )
+    }
+}
+
+/// Adds `node` to the DT of `finishing` with `new`'s xid, or adds `new`
+/// with it: a DT's nodes come one entry or arrival at a time. (A DT at the
+/// fence when a watch starts is not among those it is told of, nor one
+/// with a sent entry: local xids name one DT each.)
+fn note(finishing: &mut Vec<(Finishing, bool)>, mut new: (Finishing, bool), node: (u32, u64)) {
+    match finishing.iter_mut().find(|(dt, _)| dt.xid == new.0.xid) {
+        Some((dt, _)) => dt.nodes.push(node),
+        None => {
+            new.0.nodes.push(node);
+            finishing.push(new);
+        }
     }
 }
 
